@@ -1,0 +1,152 @@
+"""Wires one broker process together and runs it until SIGTERM/SIGINT.
+
+Shutdown order matters: stop accepting, flush and commit everything
+buffered (so every acknowledged record is durable and every waiting
+producer gets its answer), checkpoint and release leases, end the session,
+then close connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from tidelog.storage.catalog import Catalog
+from tidelog.storage.clock import SYSTEM_CLOCK, Clock
+from tidelog.storage.errors import Fenced, NotFound
+from tidelog.storage.factory import Storage, StorageConfig, open_storage
+from tidelog.storage.leases import LeaseTiming
+from tidelog.storage.partition_log import LogWriter
+from tidelog.storage.producer_ids import ProducerIdAllocator
+from tidelog.storage.reader import LogReader
+from tidelog.storage.sessions import BrokerInfo, Session
+
+from . import wire
+from .context import BrokerContext
+from .handlers import build_handlers
+from .logs import LogManager
+from .metrics import METRICS
+from .server import KafkaServer
+from .settings import Settings
+
+log = logging.getLogger("tidelog.broker")
+
+
+class StartupError(Exception):
+    """A one-line reason the broker cannot start (the CLI prints it and exits non-zero)."""
+
+
+def storage_config(settings: Settings) -> StorageConfig:
+    return StorageConfig(data_dir=settings.data_dir, s3_bucket=settings.s3_bucket,
+                         dynamodb_table=settings.dynamodb_table, endpoint_url=settings.endpoint_url,
+                         region=settings.region)
+
+
+class Broker:
+    def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.storage: Storage | None = None
+        self.session: Session | None = None
+        self.logs: LogManager | None = None
+        self.server: KafkaServer | None = None
+        self.port: int | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._stopped = asyncio.Event()
+        self._fatal: str | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.storage = await open_storage(storage_config(s))
+        try:
+            await self.storage.ensure(create=not s.uses_aws)
+        except NotFound as exc:
+            await self.storage.close()
+            raise StartupError(str(exc)) from exc
+        self.server = KafkaServer({}, max_request_bytes=s.max_request_bytes)
+        self.port = await self.server.start(s.host, s.port)
+        me = BrokerInfo(s.node_id, s.public_host, s.advertised_port or self.port, s.rack)
+        self.session = await Session.register(self.storage.meta, me, self.clock.now_ms())
+        writer = LogWriter(self.storage.objects, self.storage.meta, self.session, self.clock)
+        reader = LogReader(self.storage.objects, self.storage.meta, s.read_cache_bytes)
+        catalog = Catalog(self.storage.meta)
+        self.logs = LogManager(writer, reader, catalog, self.clock, flush_interval_ms=s.flush_interval_ms,
+                               flush_bytes=s.flush_bytes, checkpoint_interval_ms=s.checkpoint_interval_ms,
+                               tail_cache_bytes=s.tail_cache_bytes)
+        self.logs.on_fenced = lambda: self._die("broker session was fenced by another process with this node id")
+        await self.logs.start()
+        ctx = BrokerContext(s, me, catalog, self.logs, ProducerIdAllocator(self.storage.meta), self.clock)
+        handlers = build_handlers(ctx)
+        ctx.extra["apis"] = {k: span for k, span in wire.SUPPORTED_APIS.items() if k in handlers}
+        self.server.handlers.update(handlers)
+        self._tasks.append(asyncio.create_task(self._renew_loop(), name="session-renew"))
+        if s.metrics_port is not None:
+            from prometheus_client import start_http_server
+            start_http_server(s.metrics_port, addr=s.host, registry=METRICS.registry)
+            self._tasks.append(asyncio.create_task(self._metrics_loop(), name="metrics"))
+        log.info("broker started", extra={"node_id": s.node_id, "host": s.host, "port": self.port,
+                                          "storage": storage_config(s).describe(), "epoch": self.session.epoch})
+
+    async def _renew_loop(self) -> None:
+        timing = LeaseTiming(self.settings.lease_ttl_ms)
+        while True:
+            await asyncio.sleep(timing.renew_every_ms / 1000)
+            try:
+                await self.session.renew()
+            except Fenced:
+                self._die("broker session was fenced by another process with this node id")
+                return
+            except Exception as exc:  # noqa: BLE001 - transient store trouble; keep trying
+                log.warning("session renewal failed", extra={"error": str(exc)})
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            METRICS.sync_storage(self.storage.objects.stats, self.storage.meta.stats)
+            METRICS.partitions_led.set(len(self.logs.partitions))
+            await asyncio.sleep(1)
+
+    def _die(self, reason: str) -> None:
+        log.error(reason)
+        self._fatal = reason
+        self._stopped.set()
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop_accepting()
+        if self.logs is not None:
+            await self.logs.stop()
+        if self.session is not None:
+            await self.session.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.server is not None:
+            await self.server.close_connections()
+        if self.storage is not None:
+            await self.storage.close()
+        log.info("broker stopped")
+
+    @property
+    def fatal(self) -> str | None:
+        return self._fatal
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
+    """Run until a signal arrives; returns the process exit code."""
+    broker = Broker(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, broker.request_stop)
+    await broker.start()
+    if ready is not None:
+        ready.set()
+    await broker.wait()
+    await broker.stop()
+    return 1 if broker.fatal else 0

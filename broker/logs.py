@@ -1,0 +1,389 @@
+"""The partitions this broker leads: buffering, flushing, checkpointing and reads.
+
+One flush loop per broker collects every partition's pending batches into a
+single ingest object, so the object-store PUT count per flush is one whatever
+the partition count.  Producers are answered only after the commit succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from tidelog.storage.catalog import Catalog, Topic, TopicNotFound
+from tidelog.storage.clock import Clock
+from tidelog.storage.errors import Fenced, TidelogError
+from tidelog.storage.partition_log import FlushGroup, LeaseHeld, LogWriter
+from tidelog.storage.producers import ProducerStates
+from tidelog.storage.reader import LogReader
+from tidelog.storage.records import decode_records, patch_batch, validate_produce_records
+from tidelog.storage.segments import BatchEntry
+
+from .errors import ErrorCode
+from .metrics import METRICS
+from .partition import PartitionState, PendingBatch
+
+log = logging.getLogger("tidelog.logs")
+
+
+class ProduceError(Exception):
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(message or str(code))
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    base_offset: int
+    log_start_offset: int
+
+
+@dataclass(slots=True)
+class FetchResult:
+    error: int
+    high_watermark: int = -1
+    log_start_offset: int = -1
+    records: bytes = b""
+
+
+class LogManager:
+    def __init__(self, writer: LogWriter, reader: LogReader, catalog: Catalog, clock: Clock, *,
+                 flush_interval_ms: int, flush_bytes: int, checkpoint_interval_ms: int,
+                 tail_cache_bytes: int) -> None:
+        self.writer = writer
+        self.reader = reader
+        self.catalog = catalog
+        self.clock = clock
+        self.flush_interval = flush_interval_ms / 1000
+        self.flush_bytes = flush_bytes
+        self.checkpoint_interval_ms = checkpoint_interval_ms
+        self.tail_cache_bytes = tail_cache_bytes
+        self.partitions: dict[tuple[str, int], PartitionState] = {}
+        self.topics: dict[str, Topic] = {}
+        self._pending_bytes = 0
+        self._has_pending = asyncio.Event()
+        self._flush_now = asyncio.Event()
+        self._data_arrived = asyncio.Condition()
+        self._flusher: asyncio.Task | None = None
+        self._stopping = False
+        self._last_checkpoint_ms = clock.monotonic_ms()
+        self._acquire_lock = asyncio.Lock()
+        self.on_fenced: Callable[[], None] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        for topic in await self.catalog.list():
+            await self.lead_topic(topic)
+        self._flusher = asyncio.create_task(self._flush_loop(), name="flush-loop")
+
+    async def stop(self) -> None:
+        """Flush and commit everything buffered, checkpoint, and hand leases back."""
+        self._stopping = True
+        self._flush_now.set()
+        self._has_pending.set()
+        if self._flusher is not None:
+            await self._flusher
+        try:
+            await self._checkpoint(force=True)
+            for state in list(self.partitions.values()):
+                await self.writer.release(state.snapshot())
+        except Fenced:
+            log.warning("session fenced during shutdown; leases will be recovered by the next owner")
+
+    # --- leadership --------------------------------------------------------------
+    async def lead_topic(self, topic: Topic) -> None:
+        self.topics[topic.name] = topic
+        for p in range(topic.partitions):
+            await self.lead(topic, p)
+
+    async def lead(self, topic: Topic, partition: int) -> PartitionState | None:
+        key = (topic.name, partition)
+        async with self._acquire_lock:
+            current = self.partitions.get(key)
+            if current is not None and current.topic.topic_id == topic.topic_id:
+                return current
+            try:
+                recovered = await self.writer.acquire(topic.name, topic.topic_id, partition)
+            except LeaseHeld:
+                return None
+            state = PartitionState(topic, recovered.lease, recovered.next_offset, recovered.max_timestamp,
+                                   recovered.producers, self.tail_cache_bytes, checkpoint_start=recovered.next_offset)
+            self.partitions[key] = state
+            log.info("leading partition", extra={"topic": topic.name, "partition": partition,
+                                                 "next_offset": recovered.next_offset,
+                                                 "leader_epoch": recovered.lease.leader_epoch})
+            return state
+
+    async def refresh_topic(self, topic: Topic) -> None:
+        """Adopt new configs (and partitions) after an admin change."""
+        self.topics[topic.name] = topic
+        for (name, _), state in self.partitions.items():
+            if name == topic.name:
+                state.topic = topic
+        await self.lead_topic(topic)
+
+    def forget_topic(self, name: str) -> None:
+        self.topics.pop(name, None)
+        for key in [k for k in self.partitions if k[0] == name]:
+            state = self.partitions.pop(key)
+            for pending in state.pending:
+                if not pending.future.done():
+                    pending.future.set_exception(ProduceError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+
+    async def topic(self, name: str) -> Topic | None:
+        topic = self.topics.get(name)
+        if topic is None:
+            topic = await self.catalog.get(name)
+            if topic is not None:
+                await self.lead_topic(topic)
+        return topic
+
+    def state(self, name: str, partition: int) -> PartitionState | None:
+        return self.partitions.get((name, partition))
+
+    # --- produce -----------------------------------------------------------------
+    async def append(self, name: str, partition: int, records: bytes | None, acks: int) -> Appended:
+        topic = await self.topic(name)
+        if topic is None or not 0 <= partition < topic.partitions:
+            raise ProduceError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+        state = self.partitions.get((name, partition))
+        if state is None:
+            raise ProduceError(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        if self._stopping:
+            raise ProduceError(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        if not records:
+            raise ProduceError(ErrorCode.INVALID_RECORD if records is not None else ErrorCode.CORRUPT_MESSAGE)
+        try:
+            batches = validate_produce_records(records, max_batch_bytes=topic.config_int("max.message.bytes"))
+        except TidelogError as exc:
+            METRICS.rejected_batches.labels(reason=type(exc).__name__).inc()
+            raise ProduceError(exc.kafka_code, str(exc)) from exc
+        pos, header = batches[0]
+        data = bytearray(records) if len(batches) == 1 and pos == 0 else bytearray(records[pos:pos + header.size])
+        seq_entry = None
+        if header.has_producer_id:
+            verdict = state.producers.check(header.producer_id, header.producer_epoch, header.base_sequence,
+                                            header.last_sequence)
+            if verdict.action == "reject":
+                raise ProduceError(verdict.error_code)
+            if verdict.action == "duplicate":
+                batch = verdict.batch
+                if batch.base_offset is not None:
+                    return Appended(batch.base_offset, state.log_start_offset)
+                pending = state.pending_futures.get((header.producer_id, header.base_sequence))
+                if pending is None:
+                    raise ProduceError(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
+                base = await asyncio.shield(pending)
+                return Appended(base, state.log_start_offset)
+            seq_entry = state.producers.append(header.producer_id, header.producer_epoch, header.base_sequence,
+                                               header.last_sequence, timestamp=header.max_timestamp)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        if header.has_producer_id:
+            state.pending_futures[(header.producer_id, header.base_sequence)] = future
+        state.pending.append(PendingBatch(data, header, future, seq_entry))
+        state.pending_bytes += len(data)
+        self._pending_bytes += len(data)
+        self._has_pending.set()
+        if self._pending_bytes >= self.flush_bytes:
+            self._flush_now.set()
+        if acks == 0:
+            future.add_done_callback(_consume_exception)
+            return Appended(-1, state.log_start_offset)
+        base = await asyncio.shield(future)
+        return Appended(base, state.log_start_offset)
+
+    # --- flushing ----------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._has_pending.wait()
+            if not self._stopping:
+                try:
+                    await asyncio.wait_for(self._flush_now.wait(), self.flush_interval)
+                except asyncio.TimeoutError:
+                    pass
+            self._flush_now.clear()
+            self._has_pending.clear()
+            await self._flush_once()
+            if self._stopping and not any(s.pending for s in self.partitions.values()):
+                return
+            if self.clock.monotonic_ms() - self._last_checkpoint_ms >= self.checkpoint_interval_ms:
+                await self._checkpoint()
+
+    async def _flush_once(self) -> None:
+        taken: list[tuple[PartitionState, list[PendingBatch]]] = []
+        for state in self.partitions.values():
+            if state.pending:
+                taken.append((state, state.pending))
+                state.pending = []
+                state.pending_bytes = 0
+        self._pending_bytes = 0
+        if not taken:
+            return
+        groups = []
+        for state, batches in taken:
+            offset = state.high_watermark
+            entries = []
+            for b in batches:
+                patch_batch(b.data, 0, offset, state.lease.leader_epoch)
+                h = b.header
+                entries.append(BatchEntry(offset, offset + h.last_offset_delta, h.max_timestamp, h.record_count,
+                                          h.producer_id, h.producer_epoch, h.base_sequence, bytes(b.data)))
+                offset += h.last_offset_delta + 1
+            groups.append(FlushGroup(state.topic.name, state.topic.topic_id, state.partition, entries))
+        started = self.clock.monotonic_ms()
+        try:
+            committed = await self.writer.commit(groups)
+        except Exception as exc:  # noqa: BLE001 - every failure fails the flush, never the loop
+            self._fail_flush(taken, exc)
+            return
+        METRICS.flush_seconds.observe((self.clock.monotonic_ms() - started) / 1000)
+        METRICS.flush_bytes.observe(committed.size)
+        for (state, batches), group in zip(taken, groups):
+            ref = committed.refs[(state.topic.topic_id, state.partition)]
+            state.add_committed(group.entries, ref)
+            for b, entry in zip(batches, group.entries):
+                if b.seq_entry is not None:
+                    b.seq_entry.base_offset = entry.base_offset
+                    b.seq_entry.last_offset = entry.last_offset
+                    state.pending_futures.pop((b.header.producer_id, b.header.base_sequence), None)
+                if not b.future.done():
+                    b.future.set_result(entry.base_offset)
+        async with self._data_arrived:
+            self._data_arrived.notify_all()
+
+    def _fail_flush(self, taken, exc: Exception) -> None:
+        fenced = isinstance(exc, Fenced)
+        code = ErrorCode.NOT_LEADER_OR_FOLLOWER if fenced else ErrorCode.KAFKA_STORAGE_ERROR
+        log.error("flush failed", extra={"error": str(exc), "fenced": fenced})
+        # Later batches were validated against sequences that now never happened:
+        # fail everything buffered for these partitions and roll producer state back.
+        for state, batches in taken:
+            for b in batches + state.pending:
+                if not b.future.done():
+                    b.future.set_exception(ProduceError(code, str(exc)))
+            state.pending = []
+            state.pending_bytes = 0
+            state.pending_futures.clear()
+            state.producers.rollback_pending()
+        if fenced:
+            self.partitions.clear()
+            if self.on_fenced is not None:
+                self.on_fenced()
+
+    async def _checkpoint(self, force: bool = False) -> None:
+        dirty = [s for s in self.partitions.values() if s.dirty or force]
+        self._last_checkpoint_ms = self.clock.monotonic_ms()
+        if not dirty:
+            return
+        snapshots = [s.snapshot() for s in dirty]
+        try:
+            await self.writer.checkpoint(snapshots)
+        except Exception as exc:  # noqa: BLE001 - retried at the next interval
+            log.warning("checkpoint failed", extra={"error": str(exc)})
+            return
+        for state, snap in zip(dirty, snapshots):
+            state.checkpointed(snap)
+
+    # --- fetch -------------------------------------------------------------------
+    async def wait_for_data(self, timeout: float) -> None:
+        async with self._data_arrived:
+            try:
+                await asyncio.wait_for(self._data_arrived.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def read(self, name: str, partition: int, offset: int, max_bytes: int,
+                   first_batch_always: bool = True) -> FetchResult:
+        """Batches from ``offset`` up to ``max_bytes``; the first batch is returned even if
+        larger when ``first_batch_always`` (KIP-74), so consumers always make progress."""
+        topic = await self.topic(name)
+        if topic is None or not 0 <= partition < topic.partitions:
+            return FetchResult(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+        state = self.partitions.get((name, partition))
+        if state is None:
+            return FetchResult(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        hwm, start = state.high_watermark, state.log_start_offset
+        if offset < start or offset > hwm:
+            return FetchResult(ErrorCode.OFFSET_OUT_OF_RANGE, hwm, start)
+        if offset == hwm or max_bytes <= 0 and not first_batch_always:
+            return FetchResult(ErrorCode.NONE, hwm, start)
+        entries = state.tail_from(offset)
+        if entries is None:
+            entries = await self._read_stored(state, offset, max_bytes)
+        out: list[bytes] = []
+        size = 0
+        for entry in entries:
+            if entry.base_offset >= hwm:
+                break
+            if size + len(entry.batch) > max_bytes and (out or not first_batch_always):
+                break
+            out.append(entry.batch)
+            size += len(entry.batch)
+        METRICS.bytes_out.inc(size)
+        return FetchResult(ErrorCode.NONE, hwm, start, b"".join(out))
+
+    async def offset_for_time(self, name: str, partition: int, timestamp: int) -> tuple[int, int, int, int]:
+        """ListOffsets: (error, offset, timestamp, leader epoch) for -1 latest, -2 earliest,
+        -3 max timestamp, or the first record at or after ``timestamp``."""
+        topic = await self.topic(name)
+        if topic is None or not 0 <= partition < topic.partitions:
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1, -1, -1
+        state = self.partitions.get((name, partition))
+        if state is None:
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER, -1, -1, -1
+        epoch = state.lease.leader_epoch
+        if timestamp == LATEST:
+            return ErrorCode.NONE, state.high_watermark, -1, epoch
+        if timestamp == EARLIEST:
+            return ErrorCode.NONE, state.log_start_offset, -1, epoch
+        if timestamp == MAX_TIMESTAMP:
+            if state.high_watermark == state.log_start_offset or state.max_timestamp < 0:
+                return ErrorCode.NONE, -1, -1, epoch
+            timestamp = state.max_timestamp
+        if timestamp < 0:
+            return ErrorCode.INVALID_REQUEST, -1, -1, epoch
+        found = await self._find_time(state, timestamp)
+        if found is None:
+            return ErrorCode.NONE, -1, -1, epoch
+        return ErrorCode.NONE, found[0], found[1], epoch
+
+    async def _find_time(self, state: PartitionState, timestamp: int) -> tuple[int, int] | None:
+        offset = state.log_start_offset
+        while offset < state.high_watermark:
+            entries = await self._read_stored(state, offset, 1 << 20)
+            if not entries:
+                return None
+            for entry in entries:
+                if entry.base_offset >= state.high_watermark:
+                    return None
+                if entry.max_timestamp >= timestamp:
+                    for record in decode_records(entry.batch):
+                        if record.timestamp >= timestamp and record.offset >= state.log_start_offset:
+                            return record.offset, record.timestamp
+                offset = entry.last_offset + 1
+        return None
+
+    async def _read_stored(self, state: PartitionState, offset: int, max_bytes: int) -> list[BatchEntry]:
+        refs = [r for r in state.refs if r.last_offset >= offset]
+        if not refs or refs[0].first_offset > offset:
+            refs = await self.reader.locate(state.topic.topic_id, state.partition, offset) or refs
+        entries: list[BatchEntry] = []
+        size = 0
+        for ref in refs:
+            for entry in await self.reader.read(ref):
+                if entry.last_offset >= offset:
+                    entries.append(entry)
+                    size += len(entry.batch)
+            if size >= max_bytes:
+                break
+        return entries
+
+
+def _consume_exception(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+LATEST, EARLIEST, MAX_TIMESTAMP = -1, -2, -3
