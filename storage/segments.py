@@ -159,7 +159,12 @@ class NeedMoreBytes(TidelogError):
 
 @dataclass(frozen=True, slots=True)
 class BatchEntry:
-    """One Kafka batch in an ingest segment; the numbers mirror its (patched) header."""
+    """One Kafka batch in an ingest segment; the numbers mirror its (patched) header.
+
+    The encoder rejects an entry whose numbers differ from its batch header,
+    and the decoder checks them again, so the Avro fields can be trusted for
+    indexing without re-reading the batch.
+    """
 
     base_offset: int
     last_offset: int
@@ -283,9 +288,14 @@ def _bytes(b: bytes) -> bytes:
 
 
 def _read_long(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    """Decode a zigzag varint at ``pos``; truncation raises :class:`NeedMoreBytes`."""
+    """Decode a zigzag varint at ``pos``; truncation raises :class:`NeedMoreBytes`.
+
+    A cut varint asks for its longest possible encoding (10 bytes): in a
+    header a 16-byte sync marker always follows, so that never overshoots
+    the object, and it lets a preamble parse finish in one refetch.
+    """
     if pos >= end:
-        raise NeedMoreBytes(pos + 1, end)
+        raise NeedMoreBytes(pos + 10, end)
     b = buf[pos]
     if b < 0x80:
         return (b >> 1) ^ -(b & 1), pos + 1
@@ -579,7 +589,7 @@ def _check_entry(e: BatchEntry, previous_last: int, topic: str, partition: int) 
     batch = e.batch
     if not isinstance(batch, bytes) or len(batch) < HEADER_SIZE:
         raise InvalidRequest("batch entry holds no complete batch", topic=topic, partition=partition)
-    (base, length, _epoch, magic, _crc, _attrs, delta, _ts, _max_ts, pid, epoch, seq, count) = (
+    (base, length, _epoch, magic, _crc, _attrs, delta, _ts, max_ts, pid, epoch, seq, count) = (
         HEADER_STRUCT.unpack_from(batch)
     )
     if (
@@ -587,6 +597,7 @@ def _check_entry(e: BatchEntry, previous_last: int, topic: str, partition: int) 
         or length + LENGTH_FIELD_END != len(batch)
         or base != e.base_offset
         or base + delta != e.last_offset
+        or max_ts != e.max_timestamp
         or count != e.record_count
         or pid != e.producer_id
         or epoch != e.producer_epoch
@@ -766,7 +777,7 @@ def _entry(
     """Cross-check the Avro fields against the Kafka header they describe (hot: no BatchHeader)."""
     if len(batch) < HEADER_SIZE:
         raise CorruptData("stored batch is shorter than a batch header", base_offset=base_offset)
-    (base, length, _epoch, magic, crc, _attrs, delta, _ts, _max_ts, pid, epoch, seq, count) = (
+    (base, length, _epoch, magic, crc, _attrs, delta, _ts, max_ts, pid, epoch, seq, count) = (
         HEADER_STRUCT.unpack_from(batch)
     )
     if (
@@ -774,6 +785,7 @@ def _entry(
         or length + LENGTH_FIELD_END != len(batch)
         or base != base_offset
         or base + delta != last_offset
+        or max_ts != max_timestamp
         or count != record_count
     ):
         raise CorruptData("avro batch fields do not match the batch header", base_offset=base_offset)

@@ -52,7 +52,7 @@ from . import aws_errors
 
 CONNECT_TIMEOUT_S = 3
 READ_TIMEOUT_S = 30
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 3  # in total: the first attempt and two retries
 BATCH_SIZE = 25  # BatchWriteItem limit
 BATCH_MAX_ROUNDS = 8
 BATCH_BACKOFF_S = 0.05
@@ -319,7 +319,7 @@ def client_config() -> AioConfig:
     return AioConfig(
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
     )
 
 

@@ -43,7 +43,7 @@ MAX_PARTS = 10_000
 PART_CONCURRENCY = 4
 CONNECT_TIMEOUT_S = 3
 READ_TIMEOUT_S = 30
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 3  # in total: the first attempt and two retries
 CHECKSUM = "CRC32"
 
 
@@ -56,7 +56,7 @@ def client_config(endpoint_url: str | None) -> AioConfig:
     return AioConfig(
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
 

@@ -142,7 +142,7 @@ def check_condition(condition: Condition | None) -> None:
         if not isinstance(compare.attr, str) or not compare.attr:
             raise InvalidRequest("condition attribute names must be non-empty strings", attr=repr(compare.attr))
         check_value(compare.value, compare.attr, 1)
-        if compare.op not in ("=", "<>") and not isinstance(compare.value, (int, str)):
+        if compare.op not in ("=", "<>") and not isinstance(compare.value, (int, str, type(None))):
             raise InvalidRequest("ordering comparisons need an int, str or bool value", attr=compare.attr, op=compare.op)
 
 

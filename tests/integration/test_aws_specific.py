@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import threading
 import time
@@ -29,7 +30,6 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from tests.support.moto_server import MotoServer, SerializedApp
 from tidelog.storage import conditions
 from tidelog.storage.adapters import aws_errors, dynamodb, s3
 from tidelog.storage.adapters.dynamodb import DynamoMetaStore, plan_key_condition, prefix_end
@@ -49,6 +49,10 @@ from tidelog.storage.errors import (
 from tidelog.storage.model import Item
 
 pytestmark = pytest.mark.aws
+
+# `tests.support` is imported inside the tests that need it: under the plain
+# `pytest` entry point the repository root joins sys.path only after
+# collection (when the `tests` package is set up), as in conftest.py.
 
 MiB = 1024 * 1024
 REGION = "us-east-1"
@@ -100,14 +104,14 @@ def force_one_retry(client: Any, event: str) -> list[int]:
 
     That is the lost-response case: the write happened, the caller never heard.
     """
-    attempts: list[int] = []
+    seen: list[int] = []
 
-    def handler(attempts_so_far: int, **_: Any) -> int | None:
-        attempts.append(attempts_so_far)
-        return 0 if attempts_so_far == 1 else None  # 0 = retry now
+    def handler(attempts: int, **_: Any) -> int | None:
+        seen.append(attempts)
+        return 0 if attempts == 1 else None  # 0 = retry now
 
     client.meta.events.register_first(event, handler)
-    return attempts
+    return seen
 
 
 async def open_uploads(boto: Callable[[str], Any], bucket: str) -> list[Any]:
@@ -117,6 +121,8 @@ async def open_uploads(boto: Callable[[str], Any], bucket: str) -> list[Any]:
 
 # --- the moto server -------------------------------------------------------------------
 def test_serialized_app_runs_one_request_at_a_time_body_included() -> None:
+    from tests.support.moto_server import SerializedApp
+
     active = 0
     peak = 0
     closed = []
@@ -206,6 +212,7 @@ def test_cas_increments_over_http_lose_nothing(boto: Callable[[str], Any]) -> No
                 except ClientError as exc:
                     if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                         raise
+                    time.sleep(random.random() * 0.01)  # jitter, as a real CAS loop would
                     continue
                 successes[index] += 1
         except BaseException as exc:  # surfaced by the main thread
@@ -222,18 +229,23 @@ def test_cas_increments_over_http_lose_nothing(boto: Callable[[str], Any]) -> No
     assert int(final["Item"]["n"]["N"]) == 200  # every acknowledged increment is there
 
 
-def test_server_lifecycle_and_reset() -> None:
+def test_server_lifecycle_and_reset(fake_aws_env: None) -> None:
+    from tests.support.moto_server import MotoServer
+
     with MotoServer() as server:
         url = server.url
         client = boto3.session.Session().client("s3", endpoint_url=url, region_name=REGION)
         client.create_bucket(Bucket="before-reset")
         server.reset()
         assert client.list_buckets()["Buckets"] == []
+    assert server.returncode == 0  # SIGTERM is a clean exit
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{url}/moto-api/", timeout=2)
 
 
 def test_start_failure_reports_the_server_stderr() -> None:
+    from tests.support.moto_server import MotoServer
+
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -315,11 +327,11 @@ async def test_cancelled_put_aborts_the_upload(
         await bucket_store.head("cancelled")
 
 
-def test_part_settings_are_validated() -> None:
+async def test_part_settings_are_validated() -> None:
     with pytest.raises(InvalidRequest):
-        asyncio.run(S3ObjectStore.open("x-bucket", part_size=4 * MiB))
+        await S3ObjectStore.open("x-bucket", part_size=4 * MiB)  # below S3's minimum part
     with pytest.raises(InvalidRequest):
-        asyncio.run(S3ObjectStore.open("x-bucket", multipart_threshold=5 * MiB, part_size=8 * MiB))
+        await S3ObjectStore.open("x-bucket", multipart_threshold=5 * MiB, part_size=8 * MiB)
 
 
 # --- S3: conditional puts and retries -------------------------------------------------------
@@ -444,7 +456,7 @@ async def test_bool_and_int_never_compare_equal(table_store: DynamoMetaStore, op
         condition = Condition(True, (Compare(attr, op, value),))
         expected = conditions.evaluate(condition, item)
         try:
-            await table_store.write([Check("kinds", "x", condition), Put(item)])  # transaction path
+            await table_store.write([Check("kinds", "x", condition), Put(Item("kinds", "y"))])  # transaction path
             applied = True
         except Conflict as conflict:
             assert conflict.index == 0 and conflict.current == item
@@ -590,7 +602,7 @@ def closed_port() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-async def test_unreachable_endpoint_raises_tidelog_errors(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> None:
+async def test_unreachable_endpoint_raises_tidelog_errors(monkeypatch: pytest.MonkeyPatch, fake_aws_env: None) -> None:
     # One attempt each: botocore's backoff between connection retries would only slow the test.
     monkeypatch.setattr(s3, "MAX_ATTEMPTS", 1)
     monkeypatch.setattr(dynamodb, "MAX_ATTEMPTS", 1)
@@ -659,6 +671,6 @@ def test_translate(error: BaseException, write: bool, expected: type) -> None:
     translated = aws_errors.translate(error, action="Op", write=write, key="k")
     assert type(translated) is expected
     message = str(translated)
-    assert message == message.lower() or "=" in message  # lowercase text, context as key=value
-    assert message.split(" ")[0].islower()
+    prose = message.split("=", 1)[0].rsplit(" ", 1)[0]  # the text before the first key=value
+    assert prose and prose == prose.lower(), message
     assert "action=Op" in message and "key=k" in message

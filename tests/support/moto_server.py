@@ -98,7 +98,7 @@ def serve(host: str, port: int) -> None:
     # thread running serve_forever.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    worker = threading.Thread(target=server.serve_forever, name="moto-serve", daemon=True)
+    worker = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="moto-serve", daemon=True)
     worker.start()
     bound_host, bound_port = server.server_address[:2]
     print(f"moto server ready url=http://{bound_host}:{bound_port}", flush=True)
@@ -127,6 +127,7 @@ class MotoServer:
         self.port: int | None = port
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: Any = None
+        self.returncode: int | None = None  # the subprocess's exit status once stopped
 
     @property
     def url(self) -> str:
@@ -217,6 +218,7 @@ class MotoServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self.returncode = proc.returncode
         self._discard()
 
     def __enter__(self) -> "MotoServer":

@@ -399,6 +399,14 @@ def test_build_then_decode_round_trip_and_kafka_python_agrees(
     assert decoded == records
 
 
+def test_build_batches_keeps_missing_timestamps_apart() -> None:
+    records = [Record(0, -1, None, b"a"), Record(1, -1, None, b"b"), Record(2, NOW, None, b"c"), Record(3, -1, None, b"d")]
+    batches = build_batches(records)
+    assert len(batches) == 2
+    assert [r for b in batches for r in decode_records(b)] == records
+    assert [r[1] for b in batches for r in read_back(b)] == [-1, -1, NOW, -1]
+
+
 def test_build_batches_splits_offset_deltas_beyond_int32() -> None:
     records = [Record(0, NOW, None, b"a"), Record(2**31 + 5, NOW, None, b"b")]
     batches = build_batches(records)

@@ -206,13 +206,13 @@ _HANDLERS: dict[int, Callable[[FakeBroker, wire.DecodedRequest], Any]] = {
 # -- client drivers (blocking; run them in a thread) --------------------------
 
 
-def kafka_python_bootstrap(bootstrap: str) -> dict[int, tuple[int, int]]:
-    """Connect kafka-python's client and return the api versions it negotiated."""
+def kafka_python_list_topics(bootstrap: str) -> list[str]:
+    """Bootstrap kafka-python's admin client and return the topics it saw."""
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
     try:
-        return dict(admin._client.get_api_versions())
+        return sorted(admin.list_topics())
     finally:
         admin.close()
 
@@ -247,7 +247,7 @@ def kafka_python_consume(bootstrap: str) -> None:
         consumer.close()
 
 
-def confluent_metadata(bootstrap: str) -> list[str]:
+def confluent_list_topics(bootstrap: str) -> list[str]:
     """Bootstrap librdkafka and return the topics it saw."""
     from confluent_kafka.admin import AdminClient
 
@@ -315,14 +315,16 @@ def _api_name(api_key: int) -> str:
         return f"api{api_key}"
 
 
-def _write_fixtures(client: str, describe: str, requests: list[Recorded]) -> list[Path]:
+def _write_fixtures(
+    client: str, describe: str, requests: list[Recorded], keep: Callable[[bytes], bool] | None
+) -> list[Path]:
     written = []
     seen: set[tuple[int, int]] = set()
     for recorded in requests:
         payload = recorded.payload
         api_key = int.from_bytes(payload[0:2], "big", signed=True)
         version = int.from_bytes(payload[2:4], "big", signed=True)
-        if (api_key, version) in seen:
+        if (api_key, version) in seen or (keep is not None and not keep(payload)):
             continue
         seen.add((api_key, version))
         path = GOLDEN_DIR / f"{client}-{_api_name(api_key)}-v{version}.hex"
@@ -336,13 +338,25 @@ def _write_fixtures(client: str, describe: str, requests: list[Recorded]) -> lis
     return written
 
 
-async def _capture(client: str, describe: str, run: Callable[[str], Any], is_async: bool = False) -> list[Path]:
+def _is_all_topics_metadata(payload: bytes) -> bool:
+    request = wire.decode_request(payload)
+    return request.api_key == wire.ApiKey.Metadata and request.body.topics is None
+
+
+async def _capture(
+    client: str,
+    describe: str,
+    run: Callable[[str], Any],
+    *,
+    is_async: bool = False,
+    keep: Callable[[bytes], bool] | None = None,
+) -> list[Path]:
     async with FakeBroker() as broker:
         if is_async:
             await run(broker.bootstrap)
         else:
             await asyncio.to_thread(run, broker.bootstrap)
-        return _write_fixtures(client, describe, broker.requests)
+        return _write_fixtures(client, describe, broker.requests, keep)
 
 
 async def main() -> None:
@@ -351,13 +365,15 @@ async def main() -> None:
     import kafka
 
     kp = f"kafka-python {kafka.__version__}"
-    ck = f"confluent-kafka {confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
+    ck = f"confluent-kafka {confluent_kafka.version()} (librdkafka {confluent_kafka.libversion()[0]})"
     ak = f"aiokafka {aiokafka.__version__}"
     written: list[Path] = []
     written += await _capture("kafka-python", kp, kafka_python_produce)
     written += await _capture("kafka-python", kp, kafka_python_consume)
     written += await _capture("confluent-kafka", ck, confluent_produce)
     written += await _capture("confluent-kafka", ck, confluent_consume)
+    # librdkafka's all-topics Metadata request carries three trailing bytes.
+    written += await _capture("confluent-kafka-all-topics", ck, confluent_list_topics, keep=_is_all_topics_metadata)
     written += await _capture("aiokafka", ak, aiokafka_produce, is_async=True)
     for path in sorted(set(written)):
         print(path.relative_to(GOLDEN_DIR.parents[2]))

@@ -1,0 +1,1 @@
+"""The classic consumer-group protocol: membership in memory, generations and offsets in storage."""

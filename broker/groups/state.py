@@ -1,0 +1,94 @@
+"""Group and member state for the coordinator (no I/O).
+
+States follow Kafka's classic protocol: Empty → PreparingRebalance →
+CompletingRebalance → Stable, back to PreparingRebalance on any membership
+change, and Dead once deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+EMPTY = "Empty"
+PREPARING = "PreparingRebalance"
+COMPLETING = "CompletingRebalance"
+STABLE = "Stable"
+DEAD = "Dead"
+
+
+@dataclass(slots=True)
+class Member:
+    member_id: str
+    instance_id: str | None
+    client_id: str
+    client_host: str
+    session_timeout_ms: int
+    rebalance_timeout_ms: int
+    protocol_type: str
+    protocols: list[tuple[str, bytes]]
+    last_seen_ms: int
+    assignment: bytes = b""
+    join_future: asyncio.Future | None = None
+    sync_future: asyncio.Future | None = None
+
+    def metadata_for(self, protocol: str | None) -> bytes:
+        for name, metadata in self.protocols:
+            if name == protocol:
+                return metadata
+        return b""
+
+    def protocol_names(self) -> list[str]:
+        return [name for name, _ in self.protocols]
+
+
+@dataclass(slots=True)
+class Group:
+    name: str
+    state: str = EMPTY
+    generation: int = 0
+    protocol_type: str | None = None
+    protocol: str | None = None
+    leader: str | None = None
+    members: dict[str, Member] = field(default_factory=dict)
+    instances: dict[str, str] = field(default_factory=dict)  # group.instance.id -> member id
+    pending: dict[str, int] = field(default_factory=dict)  # member ids handed out, awaiting their join
+    rebalance_started_ms: int = 0
+    join_not_before_ms: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    empty_since_ms: int | None = None
+
+    def rebalance_deadline_ms(self) -> int:
+        timeout = max((m.rebalance_timeout_ms for m in self.members.values()), default=0)
+        return self.rebalance_started_ms + timeout
+
+    def all_joined(self) -> bool:
+        return bool(self.members) and all(m.join_future is not None for m in self.members.values()) \
+            and not self.pending
+
+    def select_protocol(self) -> str | None:
+        """The protocol every member supports, by most first-choice votes, as Kafka does."""
+        members = list(self.members.values())
+        if not members:
+            return None
+        common = set(members[0].protocol_names())
+        for m in members[1:]:
+            common &= set(m.protocol_names())
+        if not common:
+            return None
+        votes: dict[str, int] = {}
+        for m in members:
+            choice = next(n for n in m.protocol_names() if n in common)
+            votes[choice] = votes.get(choice, 0) + 1
+        order = members[0].protocol_names()
+        return max(sorted(common, key=order.index), key=lambda n: votes.get(n, 0))
+
+    def supports(self, protocol_type: str, names: list[str]) -> bool:
+        if not self.members:
+            return True
+        if protocol_type != self.protocol_type:
+            return False
+        common = set(names)
+        for m in self.members.values():
+            common &= set(m.protocol_names())
+        return bool(common)
