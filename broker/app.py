@@ -24,6 +24,7 @@ from tidelog.storage.reader import LogReader
 from tidelog.storage.sessions import BrokerInfo, Session
 
 from . import wire
+from .cluster import ClusterManager
 from .context import BrokerContext
 from .groups.coordinator import GroupCoordinator
 from .handlers import build_handlers
@@ -57,6 +58,9 @@ class Broker:
         self.port: int | None = None
         self._tasks: list[asyncio.Task] = []
         self._stopped = asyncio.Event()
+        self._rejoining: asyncio.Task | None = None
+        self._valid_until = 0
+        self.cluster: ClusterManager | None = None
         self._fatal: str | None = None
 
     async def start(self) -> None:
@@ -70,24 +74,34 @@ class Broker:
         self.server = KafkaServer({}, max_request_bytes=s.max_request_bytes)
         self.port = await self.server.start(s.host, s.port)
         me = BrokerInfo(s.node_id, s.public_host, s.advertised_port or self.port, s.rack)
+        self.me = me
+        self.timing = LeaseTiming(s.lease_ttl_ms)
+        renew_started = self.clock.monotonic_ms()
         self.session = await Session.register(self.storage.meta, me, self.clock.now_ms())
+        self._valid_until = self.timing.owner_valid_until(renew_started)
         writer = LogWriter(self.storage.objects, self.storage.meta, self.session, self.clock)
         reader = LogReader(self.storage.objects, self.storage.meta, s.read_cache_bytes)
         catalog = Catalog(self.storage.meta)
         self.logs = LogManager(writer, reader, catalog, self.clock, flush_interval_ms=s.flush_interval_ms,
                                flush_bytes=s.flush_bytes, checkpoint_interval_ms=s.checkpoint_interval_ms,
                                tail_cache_bytes=s.tail_cache_bytes)
-        self.logs.on_fenced = lambda: self._die("broker session was fenced by another process with this node id")
+        self.logs.on_fenced = self._on_fenced
+        self.logs.writable = lambda: self.clock.monotonic_ms() < self._valid_until
         await self.logs.start()
+        self.cluster = ClusterManager(self.storage.meta, catalog, self.logs, self.clock, self.timing,
+                                      lambda: self.me, moves_per_tick=16)
+        self.cluster.on_coordinators_changed = self._coordinators_changed
         self.groups = GroupCoordinator(GroupStore(self.storage.meta), self.clock,
                                        offsets_retention_ms=s.offsets_retention_minutes * 60_000)
         self.groups.start()
         ctx = BrokerContext(s, me, catalog, self.logs, ProducerIdAllocator(self.storage.meta), self.clock,
-                            groups=self.groups)
+                            groups=self.groups, cluster=self.cluster)
+        self.ctx = ctx
         handlers = build_handlers(ctx)
         ctx.extra["apis"] = {k: span for k, span in wire.SUPPORTED_APIS.items() if k in handlers}
         self.server.handlers.update(handlers)
         self._tasks.append(asyncio.create_task(self._renew_loop(), name="session-renew"))
+        self.cluster.start()
         if s.metrics_port is not None:
             from prometheus_client import start_http_server
             start_http_server(s.metrics_port, addr=s.host, registry=METRICS.registry)
@@ -96,16 +110,39 @@ class Broker:
                                           "storage": storage_config(s).describe(), "epoch": self.session.epoch})
 
     async def _renew_loop(self) -> None:
-        timing = LeaseTiming(self.settings.lease_ttl_ms)
         while True:
-            await asyncio.sleep(timing.renew_every_ms / 1000)
+            await asyncio.sleep(self.timing.renew_every_ms / 1000)
+            started = self.clock.monotonic_ms()
             try:
                 await self.session.renew()
+                self._valid_until = self.timing.owner_valid_until(started)
             except Fenced:
-                self._die("broker session was fenced by another process with this node id")
-                return
+                await self._rejoin()
             except Exception as exc:  # noqa: BLE001 - transient store trouble; keep trying
                 log.warning("session renewal failed", extra={"error": str(exc)})
+
+    def _on_fenced(self) -> None:
+        if self._rejoining is None or self._rejoining.done():
+            self._rejoining = asyncio.create_task(self._rejoin())
+
+    async def _rejoin(self) -> None:
+        """Our session was fenced (we were paused or partitioned past the lease):
+        everything we led now belongs to others.  Drop it and start a new session."""
+        log.error("broker session fenced; dropping all partitions and re-registering",
+                  extra={"node_id": self.me.node_id, "epoch": self.session.epoch})
+        self._valid_until = 0
+        async with self.logs._io_lock:
+            started = self.clock.monotonic_ms()
+            self.session = await Session.register(self.storage.meta, self.me, self.clock.now_ms())
+            writer = LogWriter(self.storage.objects, self.storage.meta, self.session, self.clock)
+            self.logs.drop_all(writer)
+            self._valid_until = self.timing.owner_valid_until(started)
+        if self.groups is not None:
+            await self.groups.forget(lambda group_id: True)
+
+    def _coordinators_changed(self) -> None:
+        if self.groups is not None:
+            asyncio.create_task(self.groups.forget(lambda group_id: not self.ctx.is_coordinator(group_id)))
 
     async def _metrics_loop(self) -> None:
         while True:
@@ -127,6 +164,8 @@ class Broker:
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop_accepting()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.logs is not None:
             await self.logs.stop()
         if self.groups is not None:

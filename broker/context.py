@@ -10,6 +10,7 @@ from tidelog.storage.clock import Clock
 from tidelog.storage.producer_ids import ProducerIdAllocator
 from tidelog.storage.sessions import BrokerInfo
 
+from .cluster import ClusterManager
 from .logs import LogManager
 from .settings import Settings
 
@@ -22,19 +23,36 @@ class BrokerContext:
     logs: LogManager
     producer_ids: ProducerIdAllocator
     clock: Clock
-    groups: Any = None  # the group coordinator, when consumer groups are enabled
+    groups: Any = None  # the group coordinator
+    cluster: ClusterManager | None = None
     extra: dict = field(default_factory=dict)
 
     def brokers(self) -> list[BrokerInfo]:
-        return [self.me]
+        if self.cluster is None:
+            return [self.me]
+        return [self.cluster.view.brokers[n] for n in sorted(self.cluster.view.brokers)]
 
     def coordinator_for(self, group_id: str) -> BrokerInfo | None:
-        return self.me
+        if self.cluster is None:
+            return self.me
+        return self.cluster.coordinator(group_id)
+
+    def is_coordinator(self, group_id: str) -> bool:
+        node = self.coordinator_for(group_id)
+        return node is not None and node.node_id == self.me.node_id
+
+    def _leader(self, topic: str, partition: int) -> tuple[int, int]:
+        state = self.logs.state(topic, partition)
+        if state is not None and not state.releasing:
+            return self.me.node_id, state.lease.leader_epoch
+        if self.cluster is not None:
+            found = self.cluster.leader(topic, partition)
+            if found is not None and found[0] != self.me.node_id:
+                return found
+        return -1, -1
 
     def leader_of(self, topic: str, partition: int) -> int:
-        state = self.logs.state(topic, partition)
-        return self.me.node_id if state is not None else -1
+        return self._leader(topic, partition)[0]
 
     def leader_epoch_of(self, topic: str, partition: int) -> int:
-        state = self.logs.state(topic, partition)
-        return state.lease.leader_epoch if state is not None else -1
+        return self._leader(topic, partition)[1]

@@ -24,6 +24,7 @@ from tidelog.storage.segments import BatchEntry
 from .errors import ErrorCode
 from .metrics import METRICS
 from .partition import PartitionState, PendingBatch
+from .retention import RetentionScan, Span
 
 log = logging.getLogger("tidelog.logs")
 
@@ -51,7 +52,7 @@ class FetchResult:
 class LogManager:
     def __init__(self, writer: LogWriter, reader: LogReader, catalog: Catalog, clock: Clock, *,
                  flush_interval_ms: int, flush_bytes: int, checkpoint_interval_ms: int,
-                 tail_cache_bytes: int) -> None:
+                 tail_cache_bytes: int, retention_check_interval_ms: int = 60_000) -> None:
         self.writer = writer
         self.reader = reader
         self.catalog = catalog
@@ -60,6 +61,9 @@ class LogManager:
         self.flush_bytes = flush_bytes
         self.checkpoint_interval_ms = checkpoint_interval_ms
         self.tail_cache_bytes = tail_cache_bytes
+        self.retention_check_interval = retention_check_interval_ms / 1000
+        self._retention_wake = asyncio.Event()
+        self._retainer: asyncio.Task | None = None
         self.partitions: dict[tuple[str, int], PartitionState] = {}
         self.topics: dict[str, Topic] = {}
         self._pending_bytes = 0
@@ -70,27 +74,69 @@ class LogManager:
         self._stopping = False
         self._last_checkpoint_ms = clock.monotonic_ms()
         self._acquire_lock = asyncio.Lock()
+        # Held around every commit, checkpoint and release: LogWriter requires
+        # them not to overlap, and a release must see no flush in flight.
+        self._io_lock = asyncio.Lock()
         self.on_fenced: Callable[[], None] | None = None
+        self.writable: Callable[[], bool] = lambda: True
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         for topic in await self.catalog.list():
             await self.lead_topic(topic)
         self._flusher = asyncio.create_task(self._flush_loop(), name="flush-loop")
+        self._retainer = asyncio.create_task(self._retention_loop(), name="retention")
 
     async def stop(self) -> None:
         """Flush and commit everything buffered, checkpoint, and hand leases back."""
         self._stopping = True
+        self._retention_wake.set()
+        if self._retainer is not None:
+            # Before any release: a log-start write and a release both bump the lease version.
+            await asyncio.gather(self._retainer, return_exceptions=True)
         self._flush_now.set()
         self._has_pending.set()
         if self._flusher is not None:
             await self._flusher
         try:
-            await self._checkpoint(force=True)
-            for state in list(self.partitions.values()):
-                await self.writer.release(state.snapshot())
+            async with self._io_lock:
+                await self._checkpoint(force=True)
+                for key, state in list(self.partitions.items()):
+                    await self.writer.release(state.snapshot())
+                    del self.partitions[key]
         except Fenced:
             log.warning("session fenced during shutdown; leases will be recovered by the next owner")
+
+    async def release(self, name: str, partition: int) -> None:
+        """Hand a partition over gracefully: stop taking writes, flush and commit
+        what is buffered, checkpoint, and release the lease."""
+        state = self.partitions.get((name, partition))
+        if state is None:
+            return
+        state.releasing = True
+        async with self._io_lock:
+            if state.pending:
+                await self._flush_once()
+            if self.partitions.get((name, partition)) is not state:
+                return
+            try:
+                await self.writer.release(state.snapshot())
+            except Fenced:
+                log.warning("lease already lost", extra={"topic": name, "partition": partition})
+            self.partitions.pop((name, partition), None)
+        log.info("released partition", extra={"topic": name, "partition": partition})
+
+    def drop_all(self, writer: LogWriter | None = None) -> None:
+        """Forget every partition at once (our session was fenced): fail what is buffered."""
+        for state in self.partitions.values():
+            for pending in state.pending:
+                if not pending.future.done():
+                    pending.future.set_exception(ProduceError(ErrorCode.NOT_LEADER_OR_FOLLOWER, "leadership lost"))
+            state.producers.rollback_pending()
+        self.partitions.clear()
+        self._pending_bytes = 0
+        if writer is not None:
+            self.writer = writer
 
     # --- leadership --------------------------------------------------------------
     async def lead_topic(self, topic: Topic) -> None:
@@ -118,6 +164,7 @@ class LogManager:
 
     async def refresh_topic(self, topic: Topic) -> None:
         """Adopt new configs (and partitions) after an admin change."""
+        self._retention_wake.set()  # retention.ms / retention.bytes may have changed
         self.topics[topic.name] = topic
         for (name, _), state in self.partitions.items():
             if name == topic.name:
@@ -149,9 +196,7 @@ class LogManager:
         if topic is None or not 0 <= partition < topic.partitions:
             raise ProduceError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
         state = self.partitions.get((name, partition))
-        if state is None:
-            raise ProduceError(ErrorCode.NOT_LEADER_OR_FOLLOWER)
-        if self._stopping:
+        if state is None or state.releasing or self._stopping or not self.writable():
             raise ProduceError(ErrorCode.NOT_LEADER_OR_FOLLOWER)
         if not records:
             raise ProduceError(ErrorCode.INVALID_RECORD if records is not None else ErrorCode.CORRUPT_MESSAGE)
@@ -205,11 +250,12 @@ class LogManager:
                     pass
             self._flush_now.clear()
             self._has_pending.clear()
-            await self._flush_once()
+            async with self._io_lock:
+                await self._flush_once()
+                if self.clock.monotonic_ms() - self._last_checkpoint_ms >= self.checkpoint_interval_ms:
+                    await self._checkpoint()
             if self._stopping and not any(s.pending for s in self.partitions.values()):
                 return
-            if self.clock.monotonic_ms() - self._last_checkpoint_ms >= self.checkpoint_interval_ms:
-                await self._checkpoint()
 
     async def _flush_once(self) -> None:
         taken: list[tuple[PartitionState, list[PendingBatch]]] = []
@@ -267,10 +313,8 @@ class LogManager:
             state.pending_bytes = 0
             state.pending_futures.clear()
             state.producers.rollback_pending()
-        if fenced:
-            self.partitions.clear()
-            if self.on_fenced is not None:
-                self.on_fenced()
+        if fenced and self.on_fenced is not None:
+            self.on_fenced()
 
     async def _checkpoint(self, force: bool = False) -> None:
         dirty = [s for s in self.partitions.values() if s.dirty or force]
@@ -285,6 +329,95 @@ class LogManager:
             return
         for state, snap in zip(dirty, snapshots):
             state.checkpointed(snap)
+
+    # --- retention ---------------------------------------------------------------
+    async def _retention_loop(self) -> None:
+        """A pass at start, then every check interval, and at once after a topic config change."""
+        while not self._stopping:
+            await self.enforce_retention()
+            try:
+                await asyncio.wait_for(self._retention_wake.wait(), self.retention_check_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._retention_wake.clear()
+
+    async def enforce_retention(self) -> None:
+        """Advance every led partition's log start past data older than ``retention.ms`` or
+        beyond ``retention.bytes`` (see `retention`); reads below it then get
+        OFFSET_OUT_OF_RANGE and ListOffsets(earliest) returns it."""
+        for state in list(self.partitions.values()):
+            if self._stopping:
+                return
+            try:
+                await self._retain(state)
+            except Fenced as exc:
+                log.error("lease lost while advancing the log start",
+                          extra={"topic": state.topic.name, "partition": state.partition, "error": str(exc)})
+                if self.on_fenced is not None:
+                    self.on_fenced()
+                return
+            except Exception as exc:  # noqa: BLE001 - storage trouble; the next pass retries
+                log.warning("retention pass failed",
+                            extra={"topic": state.topic.name, "partition": state.partition, "error": str(exc)})
+
+    async def _retain(self, state: PartitionState) -> None:
+        topic = state.topic
+        if "delete" not in topic.config("cleanup.policy") or state.releasing:
+            return
+        retention_ms = topic.config_int("retention.ms")
+        retention_bytes = topic.config_int("retention.bytes")
+        if retention_ms < 0 and retention_bytes < 0:
+            return
+        if retention_bytes >= 0 and state.log_bytes is None:
+            # Measured once per leadership, then kept up to date by add_committed.
+            state.log_bytes = await self._measure(state)
+        start = state.log_start_offset
+        scan = RetentionScan(log_start=start, high_watermark=state.high_watermark, now_ms=self.clock.now_ms(),
+                             retention_ms=retention_ms, retention_bytes=retention_bytes,
+                             log_bytes=state.log_bytes if retention_bytes >= 0 else None)
+        async for span in self._spans(state, start):
+            if not scan.offer(span):
+                break
+        if scan.log_start <= start:
+            return
+        async with self._io_lock:
+            if self.partitions.get((topic.name, state.partition)) is not state or state.releasing:
+                return
+            if state.log_start_offset != start:
+                return  # moved meanwhile; the next pass starts from the new value
+            await self.writer.set_log_start(state.lease, scan.log_start)
+            if state.log_bytes is not None:
+                state.log_bytes -= scan.deleted_bytes
+        log.info("log start advanced by retention", extra={"topic": topic.name, "partition": state.partition,
+                                                             "log_start_offset": scan.log_start, "previous": start})
+
+    async def _spans(self, state: PartitionState, offset: int):
+        """The partition's spans from the one holding ``offset`` up to the high watermark, oldest first.
+
+        Checkpointed data is found through the reader's checkpoint index (one
+        Query plus a cached index GET per checkpoint); what was committed
+        since the last checkpoint is in ``state.refs``.  The in-memory part is
+        yielded without awaiting, so a caller that sums it sees one
+        consistent high watermark.  Stops early at a hole it cannot see past.
+        """
+        while offset < state.high_watermark:
+            local = [r for r in state.refs if r.last_offset >= offset]
+            if local and local[0].first_offset <= offset:
+                break
+            refs = [r for r in await self.reader.locate(state.topic.topic_id, state.partition, offset)
+                    if r.last_offset >= offset]
+            if not refs:
+                return
+            for ref in refs:
+                yield Span(ref.first_offset, ref.last_offset, ref.max_timestamp, ref.length)
+                offset = ref.last_offset + 1
+        for ref in state.refs:
+            if ref.last_offset >= offset:
+                yield Span(ref.first_offset, ref.last_offset, ref.max_timestamp, ref.length)
+                offset = ref.last_offset + 1
+
+    async def _measure(self, state: PartitionState) -> int:
+        return sum([span.size async for span in self._spans(state, state.log_start_offset)])
 
     # --- fetch -------------------------------------------------------------------
     async def wait_for_data(self, timeout: float) -> None:

@@ -48,7 +48,9 @@ class PartitionState:
     tail_bytes: int = 0
     refs: list[SegmentRef] = field(default_factory=list)
     dirty: bool = False
+    releasing: bool = False
     pending_futures: dict = field(default_factory=dict)  # (producer_id, first_seq) -> future
+    log_bytes: int | None = None
 
     @property
     def partition(self) -> int:
@@ -65,6 +67,8 @@ class PartitionState:
         while self.tail and self.tail_bytes > self.tail_budget and len(self.tail) > 1:
             self.tail_bytes -= len(self.tail.popleft().batch)
         self.refs.append(ref)
+        if self.log_bytes is not None:
+            self.log_bytes += ref.length
         self.high_watermark = ref.last_offset + 1
         self.max_timestamp = max(self.max_timestamp, ref.max_timestamp)
         self.dirty = True

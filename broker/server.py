@@ -25,6 +25,14 @@ log = logging.getLogger("tidelog.server")
 
 CLIENT_HOST: contextvars.ContextVar[str] = contextvars.ContextVar("client_host", default="")
 
+class RequestRefused(Exception):
+    """A handler's deliberate whole-request refusal (e.g. NOT_COORDINATOR); answered quietly."""
+
+    def __init__(self, kafka_code: int) -> None:
+        super().__init__(f"refused with error code {kafka_code}")
+        self.kafka_code = kafka_code
+
+
 Handler = Callable[[wire.DecodedRequest], Awaitable[object | None]]
 MAX_IN_FLIGHT = 256
 
@@ -121,6 +129,8 @@ class KafkaServer:
             if body is None:
                 return None
             return wire.encode_response(request, body)
+        except RequestRefused as exc:
+            return wire.error_response(request, exc.kafka_code)
         except Exception as exc:  # noqa: BLE001 - answer with an error code, keep serving
             METRICS.request_errors.labels(api=api).inc()
             log.exception("request failed", extra={"api": api, "client": request.client_id})

@@ -35,7 +35,7 @@ class Settings:
     flush_interval_ms: int = 20
     flush_bytes: int = 4 * 1024 * 1024
     checkpoint_interval_ms: int = 10_000
-    lease_ttl_ms: int = 10_000
+    lease_ttl_ms: int = 7_000
     tail_cache_bytes: int = 8 * 1024 * 1024
     read_cache_bytes: int = 128 * 1024 * 1024
     max_request_bytes: int = 100 * 1024 * 1024

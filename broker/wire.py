@@ -377,12 +377,12 @@ def _parse_header_tail(buf: memoryview, flexible: bool) -> tuple[str | None, int
 
 def _decode_body(request_cls: Any, version: int, flexible: bool, buf: memoryview, pos: int) -> Any:
     # The same three steps as ApiMessage.decode, which however throws away the
-    # end position we need to detect truncation and trailing bytes.
+    # end position we need to detect truncation.
     decode = request_cls._struct.compiled_decode_from(
         version, compact=flexible, tagged=flexible, data_class=request_cls[None]
     )
     body, end = decode(buf, pos)
-    if False:
+    if end > len(buf):
         raise ValueError(f"body truncated: needs {end - pos} bytes, has {len(buf) - pos}")
     # Trailing bytes are ignored, as Kafka ignores them: librdkafka's
     # all-topics Metadata request carries three (kcat -L, list_topics()).
@@ -405,7 +405,11 @@ def _can_answer(api_key: int, version: int, apis: Mapping[int, tuple[int, int]])
     return 0 <= lo <= version <= hi
 
 
-def decode_request(payload: bytes | bytearray | memoryview, *, apis: Mapping[int, tuple[int, int]] = SUPPORTED_APIS) -> DecodedRequest:
+def decode_request(
+    payload: bytes | bytearray | memoryview,
+    *,
+    apis: Mapping[int, tuple[int, int]] = SUPPORTED_APIS,
+) -> DecodedRequest:
     """Decode one framed request payload (without its size prefix).
 
     Raises ``UnanswerableRequest`` (shorter than 8 bytes), ``UnsupportedVersion``
@@ -661,52 +665,87 @@ def _mirror_source(target: Any, source_node: Any, version: int) -> Any:
     return best
 
 
-def _error_entry(node: Any, version: int, code: int, message: str | None, source: Any, source_node: Any) -> dict[str, Any]:
-    """Field values for one struct: error fields set, identities echoed, mirrored arrays filled."""
-    values: dict[str, Any] = {}
-    source_by_identity = {}
-    if source_node is not None and source is not None:
+# An error answer is planned once per (response struct, request struct,
+# version) and the plan replayed per request: the schema walk is the slow part.
+_SET_ERROR, _SET_MESSAGE, _EMPTY_RECORDS, _EMPTY_ARRAY, _ECHO, _STRUCT, _MIRROR = range(7)
+_Plan = tuple[tuple[str, int, Any], ...]
+# kafka-python's field objects define __eq__ without __hash__, so plans are
+# keyed by their identity; the fields live as long as their message classes.
+_PLANS: dict[tuple[int, int, int], _Plan] = {}
+
+
+def _plan(node: Any, version: int, source_node: Any) -> _Plan:
+    key = (id(node), id(source_node), version)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = _make_plan(node, version, source_node)
+    return plan
+
+
+def _make_plan(node: Any, version: int, source_node: Any) -> _Plan:
+    echo_from = {}
+    if source_node is not None:
         for field in _live(source_node, version):
             ident = _identity(field)
             if ident is not None and not field.is_array():
-                source_by_identity[ident] = getattr(source, field.name)
+                echo_from[ident] = field.name
+    steps: list[tuple[str, int, Any]] = []
     for field in _live(node, version):
         name = field.name
-        kind = field._json["type"]
         if name == "error_code":
-            values[name] = int(code)
-        elif name == "error_message" and message is not None:
-            values[name] = message
-        elif kind == "records":
+            steps.append((name, _SET_ERROR, None))
+        elif name == "error_message":
+            steps.append((name, _SET_MESSAGE, None))
+        elif field._json["type"] == "records":
             # librdkafka rejects a null record set; Kafka sends an empty one with errors.
-            values[name] = b""
+            steps.append((name, _EMPTY_RECORDS, None))
         elif field.is_struct_array():
-            values[name] = _mirror(field, version, code, message, source, source_node)
+            source = _mirror_source(field, source_node, version)
+            if source is None:
+                steps.append((name, _EMPTY_ARRAY, None))
+            elif source.is_struct_array():
+                steps.append((name, _MIRROR, (source.name, field.data_class, _plan(field, version, source), None)))
+            else:
+                ident = _identity(source)
+                target = next(f.name for f in _live(field, version) if not f.is_array() and _identity(f) == ident)
+                steps.append((name, _MIRROR, (source.name, field.data_class, _plan(field, version, None), target)))
         elif field.is_struct() and not field.tagged_field_q(version):
-            values[name] = field.data_class(version=version, **_error_entry(field, version, code, message, None, None))
-        elif not field.is_array() and _identity(field) in source_by_identity:
-            values[name] = source_by_identity[_identity(field)]
+            steps.append((name, _STRUCT, (field.data_class, _plan(field, version, None))))
+        elif not field.is_array() and _identity(field) in echo_from:
+            steps.append((name, _ECHO, echo_from[_identity(field)]))
+    return tuple(steps)
+
+
+def _fill(plan: _Plan, version: int, code: int, message: str | None, source: Any) -> dict[str, Any]:
+    """Field values for one struct: error fields set, identities echoed, mirrored arrays filled."""
+    values: dict[str, Any] = {}
+    for name, step, arg in plan:
+        if step == _SET_ERROR:
+            values[name] = code
+        elif step == _SET_MESSAGE:
+            if message is not None:
+                values[name] = message
+        elif step == _EMPTY_RECORDS:
+            values[name] = b""
+        elif step == _EMPTY_ARRAY:
+            values[name] = []
+        elif step == _ECHO:
+            values[name] = getattr(source, arg)
+        elif step == _STRUCT:
+            cls, sub = arg
+            values[name] = cls(version=version, **_fill(sub, version, code, message, None))
+        else:  # _MIRROR
+            source_name, cls, sub, target = arg
+            entries = []
+            for item in getattr(source, source_name) or ():
+                if target is None:
+                    fields = _fill(sub, version, code, message, item)
+                else:
+                    fields = _fill(sub, version, code, message, None)
+                    fields[target] = item
+                entries.append(cls(version=version, **fields))
+            values[name] = entries
     return values
-
-
-def _mirror(target: Any, version: int, code: int, message: str | None, source: Any, source_node: Any) -> list[Any]:
-    src_field = _mirror_source(target, source_node, version)
-    if src_field is None or source is None:
-        return []
-    items = getattr(source, src_field.name) or []
-    entries = []
-    for item in items:
-        if src_field.is_struct_array():
-            values = _error_entry(target, version, code, message, item, src_field)
-        else:
-            values = _error_entry(target, version, code, message, None, None)
-            ident = _identity(src_field)
-            for field in _live(target, version):
-                if not field.is_array() and _identity(field) == ident:
-                    values[field.name] = item
-                    break
-        entries.append(target.data_class(version=version, **values))
-    return entries
 
 
 def error_response(
@@ -732,5 +771,6 @@ def error_response(
     version = request.api_version
     versioned = response_cls[version]
     source_node = request_cls._struct if request.body is not None else None
-    values = _error_entry(response_cls._struct, version, error_code, message, request.body, source_node)
+    plan = _plan(response_cls._struct, version, source_node)
+    values = _fill(plan, version, int(error_code), message, request.body)
     return encode_response(request, versioned(**values))

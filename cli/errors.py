@@ -30,9 +30,10 @@ class CliError(click.ClickException):
 
     exit_code = EXIT_FAILURE
 
-    def __init__(self, message: str, *, exit_code: int = EXIT_FAILURE) -> None:
+    def __init__(self, message: str, *, exit_code: int = EXIT_FAILURE, kafka_error: str | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.kafka_error = kafka_error  # librdkafka's error name, when the client raised it
 
     def show(self, file=None) -> None:  # click calls this in standalone mode
         click.echo(f"error: {self.format_message()}", err=True)
@@ -119,4 +120,4 @@ def from_kafka(err, **context) -> CliError:
     inner = err.args[0] if err.__class__.__name__ == "KafkaException" and err.args else err
     name = inner.name() if hasattr(inner, "name") else type(inner).__name__
     text = inner.str() if hasattr(inner, "str") else str(inner)
-    return CliError(explain(name, text, **context))
+    return CliError(explain(name, text, **context), kafka_error=name)

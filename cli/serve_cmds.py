@@ -45,6 +45,8 @@ def _settings(kwargs: dict):
 @click.option("--node-id", type=int, help="Broker node id, unique in a cluster (default 0). Example: --node-id 2")
 @click.option("--flush-interval-ms", type=int, help="Longest a produced batch waits before its flush (default 20). Example: --flush-interval-ms 50")
 @click.option("--flush-bytes", type=int, help="Flush early once this many bytes are buffered (default 4 MiB). Example: --flush-bytes 8388608")
+@click.option("--lease-ttl-ms", type=int, help="Session lease; a dead broker's partitions move after about this plus 1 s (default 7000). Example: --lease-ttl-ms 3000")
+@click.option("--checkpoint-interval-ms", type=int, help="How often partition state is checkpointed (default 10000). Example: --checkpoint-interval-ms 30000")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port. Example: --metrics-port 9308")
 @click.option("--auto-create-topics/--no-auto-create-topics", default=None, help="Create unknown topics on first use (default off).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity (default info).")

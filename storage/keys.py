@@ -14,6 +14,7 @@ SEQ_WIDTH = 12
 
 # --- metadata partition keys -------------------------------------------------
 TOPICS_PK = "topics"
+LEASES_PK = "leases"
 BROKERS_PK = "brokers"
 GROUPS_PK = "groups"
 COUNTERS_PK = "counters"
@@ -48,6 +49,11 @@ def session_name(node_id: int, epoch: int) -> str:
 def partition_pk(topic_id: str, partition: int) -> str:
     """Partitions key on the topic *id* so a re-created topic never sees old state."""
     return f"part#{topic_id}#{partition}"
+
+
+def lease_sk(topic_id: str, partition: int) -> str:
+    """All leases share one partition key so a broker reads the whole assignment with one Query."""
+    return f"{topic_id}#{partition:010d}"
 
 
 def checkpoint_sk(end_offset: int, leader_epoch: int, log_from: int) -> str:

@@ -101,7 +101,7 @@ class _Tail:
 
 
 def state_item_of(lease: PartitionLease, owner_node: int | None, owner_epoch: int | None) -> Item:
-    return Item(keys.partition_pk(lease.topic_id, lease.partition), keys.STATE_SK, {
+    return Item(keys.LEASES_PK, keys.lease_sk(lease.topic_id, lease.partition), {
         "topic": lease.topic, "topic_id": lease.topic_id, "partition": lease.partition,
         "owner_node": owner_node, "owner_epoch": owner_epoch, "leader_epoch": lease.leader_epoch,
         "version": lease.version, "log_start_offset": lease.log_start_offset,
@@ -243,8 +243,7 @@ class LogWriter:
 
         Raises `LeaseHeld` while another live session owns it.
         """
-        pk = keys.partition_pk(topic_id, partition)
-        state = await self.meta.get(pk, keys.STATE_SK)
+        state = await self.meta.get(keys.LEASES_PK, keys.lease_sk(topic_id, partition))
         view = lease_view_of(state)
         if view.owner_node is not None:
             owner = await self.meta.get(keys.BROKERS_PK, keys.broker_sk(int(view.owner_node)))
@@ -291,7 +290,16 @@ class LogWriter:
                Put(state_item_of(released, None, None), where(version=lease.version)),
                Put(checkpoint_item(final, self.session.name, self.next_seq, index_key), ABSENT)]
         try:
-            await with_retries(lambda: self.meta.write(ops), self.backoff)
+            try:
+                await with_retries(lambda: self.meta.write(ops), self.backoff)
+            except Conflict as exc:
+                if exc.index != 2:
+                    raise
+                # The checkpoint key (end offset, leader epoch, commit seq) is already
+                # taken, and only this session can have written it with nothing
+                # committed since: the final state is already checkpointed (the usual
+                # case right after a forced checkpoint at shutdown).
+                await with_retries(lambda: self.meta.write(ops[:2]), self.backoff)
         except Conflict as exc:
             raise Fenced("lease lost before release", partition=f"{lease.topic}-{lease.partition}") from exc
 
@@ -381,3 +389,23 @@ async def _bounded_gather(coros: list, limit: int) -> None:
         async with gate:
             await coro
     await asyncio.gather(*(run(c) for c in coros))
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    topic: str
+    topic_id: str
+    partition: int
+    owner_node: int | None
+    owner_epoch: int | None
+    leader_epoch: int
+
+
+async def list_leases(meta: MetaStore) -> list[LeaseRow]:
+    """Every partition lease in one Query (they share a partition key)."""
+    rows = []
+    for item in await meta.query(keys.LEASES_PK):
+        a = item.attrs
+        rows.append(LeaseRow(str(a["topic"]), str(a["topic_id"]), int(a["partition"]), a.get("owner_node"),
+                             a.get("owner_epoch"), int(a.get("leader_epoch", 0))))
+    return rows

@@ -413,6 +413,19 @@ class GroupCoordinator:
                 return {}
         return offsets
 
+    async def forget(self, should_forget) -> None:
+        """Drop in-memory state of groups another broker now coordinates (or all, after
+        our session was fenced).  Waiting members are told NOT_COORDINATOR and will
+        rediscover the coordinator, which reloads the group from the store."""
+        for name in [n for n in self.groups if should_forget(n)]:
+            group = self.groups.pop(name)
+            self._records.pop(name, None)
+            for m in group.members.values():
+                if m.join_future is not None and not m.join_future.done():
+                    m.join_future.set_result(JoinResult(ErrorCode.NOT_COORDINATOR, member_id=m.member_id))
+                if m.sync_future is not None and not m.sync_future.done():
+                    m.sync_future.set_result(SyncResult(ErrorCode.NOT_COORDINATOR))
+
     # --- admin ----------------------------------------------------------------------------------------
     async def list_groups(self) -> list[Group]:
         names = set(await self.store.list_names()) | set(self.groups)

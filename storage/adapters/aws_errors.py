@@ -18,6 +18,9 @@ precondition, a missing key) themselves and hand everything else to
 * Missing credentials, access denied and validation failures are
   `InvalidRequest`: retrying as is cannot help.
 * Anything else is `Internal`.
+
+`preload_sdk_data` is the one piece of SDK plumbing both adapters share
+besides error translation; it lives here to keep the adapters independent.
 """
 
 from __future__ import annotations
@@ -108,6 +111,25 @@ TRANSPORT_EXCEPTIONS = (
     asyncio.TimeoutError,
     OSError,
 )
+
+
+def preload_sdk_data(session: Any, service: str) -> None:
+    """Parse botocore's JSON models into ``session``'s loader cache; call it in a worker thread.
+
+    Creating a client parses several large JSON files synchronously (100-400
+    ms on this machine), which would stall the event loop; with the cache warm
+    the client is built from memory.  Purely an optimisation: any failure is
+    left for client creation to report.
+    """
+    try:
+        loader = session._session.get_component("data_loader")
+        loader.load_service_model(service, "service-2")
+        loader.load_service_model(service, "endpoint-rule-set-1")
+        loader.load_data_with_path("endpoints")
+        for name in ("partitions", "_retry", "sdk-default-configuration"):
+            loader.load_data(name)
+    except Exception:  # noqa: BLE001 - see docstring
+        return
 
 
 def error_code(exc: ClientError) -> str:

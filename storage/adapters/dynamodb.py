@@ -78,22 +78,21 @@ _DESERIALIZER = TypeDeserializer()
 
 # --- item codec (pure) -----------------------------------------------------------
 def check_value(value: Any, *, attr: str) -> Any:
-    """Validate a JSON-shaped attribute value and normalise tuples to lists."""
+    """Reject what is not JSON-shaped as `Item` defines it, identically to the SQLite backend."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:
             raise InvalidRequest("integer attribute outside the range -2**63..2**63", attr=attr)
         return value
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list):
         return [check_value(v, attr=attr) for v in value]
     if isinstance(value, dict):
-        out = {}
         for key, v in value.items():
-            if not isinstance(key, str):
-                raise InvalidRequest("map attribute keys must be strings", attr=attr)
-            out[key] = check_value(v, attr=attr)
-        return out
+            if not isinstance(key, str) or not key:
+                raise InvalidRequest("map attribute keys must be non-empty strings", attr=attr)
+            check_value(v, attr=attr)
+        return value
     raise InvalidRequest(
         "unsupported attribute type; use str, int, bool, None, list or dict",
         attr=attr,
@@ -336,9 +335,14 @@ class DynamoMetaStore:
     async def open(cls, table: str, *, endpoint_url: str | None = None, region: str = "us-east-1") -> "DynamoMetaStore":
         stack = contextlib.AsyncExitStack()
         session = aioboto3.Session()
-        client = await stack.enter_async_context(
-            session.client("dynamodb", endpoint_url=endpoint_url, region_name=region, config=client_config())
-        )
+        await asyncio.to_thread(aws_errors.preload_sdk_data, session, "dynamodb")
+        try:
+            client = await stack.enter_async_context(
+                session.client("dynamodb", endpoint_url=endpoint_url, region_name=region, config=client_config())
+            )
+        except Exception as exc:
+            await stack.aclose()
+            raise aws_errors.translate(exc, action="CreateClient", write=False, endpoint=endpoint_url, region=region) from exc
         return cls(table, client, stack)
 
     async def close(self) -> None:

@@ -192,6 +192,8 @@ class LocalObjectStore:
         segments = split_key(key)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise InvalidRequest("object data must be bytes", type=type(data).__name__)
+        if not isinstance(data, bytes):
+            data = bytes(data)  # a private copy: the caller may reuse its buffer while we write
         self.stats.count("PutObject")
         return await self._run(self._put_sync, key, segments, data)
 

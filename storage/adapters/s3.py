@@ -100,9 +100,14 @@ class S3ObjectStore:
             )
         stack = contextlib.AsyncExitStack()
         session = aioboto3.Session()
-        client = await stack.enter_async_context(
-            session.client("s3", endpoint_url=endpoint_url, region_name=region, config=client_config(endpoint_url))
-        )
+        await asyncio.to_thread(aws_errors.preload_sdk_data, session, "s3")
+        try:
+            client = await stack.enter_async_context(
+                session.client("s3", endpoint_url=endpoint_url, region_name=region, config=client_config(endpoint_url))
+            )
+        except Exception as exc:
+            await stack.aclose()
+            raise aws_errors.translate(exc, action="CreateClient", write=False, endpoint=endpoint_url, region=region) from exc
         return cls(
             bucket, client, stack, region=region, multipart_threshold=multipart_threshold, part_size=part_size
         )

@@ -15,11 +15,11 @@ Invariants:
 * Reads are strongly consistent: each starts a fresh snapshot, which includes
   every transaction committed before it.
 * The connection lives on one dedicated thread; the event loop only awaits.
-* Values are validated as the DynamoDB adapter and DynamoDB itself do (no
-  floats, bytes or tuples, integers within -2**63..2**63, 32 levels of
+* Values are validated as the DynamoDB adapter and DynamoDB itself would
+  (no floats, bytes or tuples, integers within -2**63..2**63, 32 levels of
   nesting, 400 KB items, non-empty keys and map keys), so code that works
-  here does not fail on the other backend.  JSON
-  keeps ``True`` and ``1`` distinct.
+  here does not fail on the other backend.  JSON keeps ``True`` and ``1``
+  distinct.
 * Capacity units are estimated from the request alone — the new item for a
   Put, the key for a Delete or Check — exactly as the DynamoDB adapter can
   without asking for consumed capacity; failed conditional writes are
@@ -193,9 +193,12 @@ def _encode(attrs: dict[str, Any]) -> str:
 
 def _decode(pk: str, sk: str, attrs: str) -> Item:
     try:
-        return Item(pk, sk, json.loads(attrs))
+        decoded = json.loads(attrs)
     except ValueError as exc:
         raise CorruptData("stored item is not valid json", pk=pk, sk=sk) from exc
+    if not isinstance(decoded, dict):
+        raise CorruptData("stored item attributes are not a json object", pk=pk, sk=sk)
+    return Item(pk, sk, decoded)
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
@@ -338,8 +341,8 @@ class SqliteMetaStore:
     async def get(self, pk: str, sk: str) -> Item | None:
         _check_key("pk", pk, MAX_PK_BYTES)
         _check_key("sk", sk, MAX_SK_BYTES)
-        item = await self._run(self._get_sync, pk, sk)
         self.stats.count("GetItem")
+        item = await self._run(self._get_sync, pk, sk)
         self.stats.read_units += read_units(item_size(item) if item is not None else 0)
         return item
 
@@ -430,11 +433,13 @@ class SqliteMetaStore:
             raise
 
     async def put_many(self, items: Sequence[Item]) -> None:
-        items = list(items)
-        if not items:
-            return
         for item in items:
             check_item(item)
+        # The last write of a key wins, as it would one by one (and as the DynamoDB
+        # adapter must arrange, since one BatchWriteItem may not name a key twice).
+        items = list({(i.pk, i.sk): i for i in items}.values())
+        if not items:
+            return
         self.stats.count("BatchWriteItem", math.ceil(len(items) / BATCH_WRITE_MAX))
         self.stats.write_units += sum(write_units(item_size(i)) for i in items)
         rows = [(i.pk, i.sk, _encode(i.attrs)) for i in items]

@@ -103,8 +103,13 @@ class Brokers:
         proc = BrokerProcess(data_dir=storage.data_dir, aws=storage.aws, port=port, extra_args=extra_args or [],
                              env={k: v for k, v in _subprocess_env().items() if k.startswith("AWS_")})
         proc.storage = storage
+        try:
+            proc.start()
+        except BaseException:
+            proc._log.close()  # start() already killed it and put its log in the error
+            raise
         self.started.append(proc)
-        return proc.start()
+        return proc
 
     def restart(self, old: BrokerProcess, *, extra_args: list[str] | None = None) -> BrokerProcess:
         """A new broker process on ``old``'s port and storage (``old`` must have exited)."""

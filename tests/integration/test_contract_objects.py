@@ -36,24 +36,24 @@ async def test_put_get_round_trip(object_store: ObjectStore, data: bytes) -> Non
     assert abs(info.last_modified_ms - time.time() * 1000) < 24 * 3600 * 1000
 
 
-@pytest.mark.parametrize(
-    ("start", "end", "expected"),
-    [
-        (0, None, slice(0, 100)),
-        (10, 20, slice(10, 20)),
-        (0, 1, slice(0, 1)),
-        (99, None, slice(99, 100)),
-        (90, 200, slice(90, 100)),  # end clipped
-        (5, 5, slice(5, 5)),  # empty range
-        (100, None, slice(100, 100)),  # start at end
-        (150, 160, slice(100, 100)),  # start past end
-        (150, None, slice(100, 100)),
-    ],
-)
-async def test_get_byte_ranges(object_store: ObjectStore, start: int, end: int | None, expected: slice) -> None:
+RANGES: list[tuple[int, int | None, slice]] = [
+    (0, None, slice(0, 100)),
+    (10, 20, slice(10, 20)),
+    (0, 1, slice(0, 1)),
+    (99, None, slice(99, 100)),
+    (90, 200, slice(90, 100)),  # end clipped
+    (5, 5, slice(5, 5)),  # empty range
+    (100, None, slice(100, 100)),  # start at end
+    (150, 160, slice(100, 100)),  # start past end
+    (150, None, slice(100, 100)),
+]
+
+
+async def test_get_byte_ranges(object_store: ObjectStore) -> None:
     data = bytes(range(100))
     await object_store.put_if_absent("ranges", data)
-    assert await object_store.get("ranges", start, end) == data[expected]
+    for start, end, expected in RANGES:
+        assert await object_store.get("ranges", start, end) == data[expected], f"start={start} end={end}"
 
 
 async def test_range_of_empty_object_is_empty(object_store: ObjectStore) -> None:
@@ -62,11 +62,11 @@ async def test_range_of_empty_object_is_empty(object_store: ObjectStore) -> None
     assert await object_store.get("empty", 3) == b""
 
 
-@pytest.mark.parametrize(("start", "end"), [(-1, None), (10, 5)])
-async def test_malformed_range_is_invalid(object_store: ObjectStore, start: int, end: int | None) -> None:
+async def test_malformed_range_is_invalid(object_store: ObjectStore) -> None:
     await object_store.put_if_absent("bad-range", b"0123456789abcdef")
-    with pytest.raises(InvalidRequest):
-        await object_store.get("bad-range", start, end)
+    for start, end in ((-1, None), (10, 5)):
+        with pytest.raises(InvalidRequest):
+            await object_store.get("bad-range", start, end)
 
 
 async def test_missing_object_is_not_found(object_store: ObjectStore) -> None:
@@ -160,7 +160,7 @@ async def test_key_can_be_both_an_object_and_a_prefix(object_store: ObjectStore)
 
 async def test_list_spans_pages(object_store: ObjectStore) -> None:
     """More keys than one S3 list response (1000) holds."""
-    keys = [f"many/{i:05d}" for i in range(1010)]
+    keys = [f"many/{i:05d}" for i in range(1001)]
     semaphore = asyncio.Semaphore(16)
 
     async def put(key: str) -> None:
@@ -169,7 +169,7 @@ async def test_list_spans_pages(object_store: ObjectStore) -> None:
 
     await asyncio.gather(*(put(k) for k in keys))
     assert await keys_under(object_store, "many/") == keys
-    assert await keys_under(object_store, "many/0100") == keys[1000:1010]
+    assert await keys_under(object_store, "many/0099") == keys[990:1000]
 
 
 async def test_concurrent_put_if_absent_has_exactly_one_winner(object_store: ObjectStore) -> None:

@@ -53,7 +53,7 @@ class FakeBroker:
     apis: Mapping[int, tuple[int, int]] = field(default_factory=lambda: dict(wire.SUPPORTED_APIS))
     requests: list[Recorded] = field(default_factory=list)
     port: int = 0
-    _server: asyncio.base_events.Server | None = None
+    _server: asyncio.Server | None = None
     _connections: int = 0
     _open: dict[asyncio.Task[None], asyncio.StreamWriter] = field(default_factory=dict)
 
@@ -121,7 +121,11 @@ class FakeBroker:
 
     def _metadata(self, request: wire.DecodedRequest) -> Any:
         asked = request.body.topics
-        names = [TOPIC] if not asked else [t.name or TOPIC for t in asked]
+        # All topics: a null list, or in v0 an empty one.
+        if asked is None or (request.api_version == 0 and not asked):
+            names = [TOPIC]
+        else:
+            names = [t.name or TOPIC for t in asked]
         partition = {
             "partition_index": 0,
             "leader_id": NODE_ID,
