@@ -100,10 +100,13 @@ class LogManager:
             await self._flusher
         try:
             async with self._io_lock:
-                await self._checkpoint(force=True)
-                for key, state in list(self.partitions.items()):
-                    await self.writer.release(state.snapshot())
-                    del self.partitions[key]
+                checkpointed = await self._checkpoint(force=True)
+
+                async def release(key: tuple[str, int], state: PartitionState) -> None:
+                    await self.writer.release(state.snapshot(), checkpointed=checkpointed)
+                    self.partitions.pop(key, None)
+                # Independent conditional writes, one per partition: run them side by side.
+                await _bounded_gather([release(k, s) for k, s in list(self.partitions.items())], limit=32)
         except Fenced:
             log.warning("session fenced during shutdown; leases will be recovered by the next owner")
 
@@ -316,19 +319,21 @@ class LogManager:
         if fenced and self.on_fenced is not None:
             self.on_fenced()
 
-    async def _checkpoint(self, force: bool = False) -> None:
+    async def _checkpoint(self, force: bool = False) -> bool:
+        """Checkpoint dirty partitions (every partition when ``force``); False if it failed."""
         dirty = [s for s in self.partitions.values() if s.dirty or force]
         self._last_checkpoint_ms = self.clock.monotonic_ms()
         if not dirty:
-            return
+            return True
         snapshots = [s.snapshot() for s in dirty]
         try:
             await self.writer.checkpoint(snapshots)
         except Exception as exc:  # noqa: BLE001 - retried at the next interval
             log.warning("checkpoint failed", extra={"error": str(exc)})
-            return
+            return False
         for state, snap in zip(dirty, snapshots):
             state.checkpointed(snap)
+        return True
 
     # --- retention ---------------------------------------------------------------
     async def _retention_loop(self) -> None:
@@ -512,6 +517,19 @@ class LogManager:
             if size >= max_bytes:
                 break
         return entries
+
+
+async def _bounded_gather(coros: list, limit: int) -> None:
+    """Run ``coros`` at most ``limit`` at a time; the first failure propagates once all have ended."""
+    gate = asyncio.Semaphore(limit)
+
+    async def run(coro) -> None:
+        async with gate:
+            await coro
+    results = await asyncio.gather(*(run(c) for c in coros), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _consume_exception(future: asyncio.Future) -> None:

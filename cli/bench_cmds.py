@@ -21,12 +21,12 @@ import uuid
 from array import array
 
 import click
-from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from .bench_stats import PROBE_SIZE, Result, Throttle, filler, latency_summary, make_probe, read_probe, render
 from .common import connection_options, emit_json, note, output_option
-from .errors import CliError, from_kafka
+from .errors import CliError
 from .kafka import REQUEST_TIMEOUT_S, Kafka
 from .produce_cmds import ACKS, COMPRESSIONS
 from .progress import Bar
@@ -207,7 +207,7 @@ def consume_command(kafka: Kafka, output: str, **opts) -> None:
         partitions = run.kafka.partitions(run.topic)
         consumer = kafka.consumer({"enable.auto.commit": False, "fetch.max.bytes": 52_428_800})
         try:
-            available = sum(max(0, hi - lo) for lo, hi in (_watermarks(consumer, run.topic, p) for p in partitions))
+            available = sum(max(0, hi - lo) for lo, hi in (kafka.watermarks(consumer, run.topic, p) for p in partitions))
             wanted = min(run.records, available)
             if wanted == 0:
                 raise CliError(f"topic {run.topic!r} has no records to read")
@@ -253,7 +253,7 @@ def e2e_command(kafka: Kafka, output: str, **opts) -> None:
         consumer = kafka.consumer({"enable.auto.commit": False, "fetch.wait.max.ms": 100})
         receiver = _Receiver(consumer, run.records)
         try:
-            starts = [TopicPartition(run.topic, p, _watermarks(consumer, run.topic, p)[1]) for p in partitions]
+            starts = [TopicPartition(run.topic, p, kafka.watermarks(consumer, run.topic, p)[1]) for p in partitions]
             consumer.assign(starts)
             consumer.consume(num_messages=1, timeout=0.5)  # connect and start fetching before the clock runs
             receiver.start()
@@ -274,14 +274,6 @@ def e2e_command(kafka: Kafka, output: str, **opts) -> None:
         result = Result("e2e", run.topic, receiver.received, run.size, seconds, failed + max(0, lost),
                         latency_summary(latencies), run.settings())
     _report(result, output)
-
-
-def _watermarks(consumer, topic: str, partition: int) -> tuple[int, int]:
-    try:
-        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=REQUEST_TIMEOUT_S,
-                                              cached=False)
-    except KafkaException as exc:
-        raise from_kafka(exc, topic=topic) from None
 
 
 class _Receiver(threading.Thread):

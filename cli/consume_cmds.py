@@ -27,7 +27,7 @@ import click
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED, KafkaError, KafkaException, TopicPartition
 
 from .common import TIMESTAMP, connection_options, note, output_option
-from .errors import EXIT_INTERRUPTED, UNKNOWN_TOPIC, CliError, explain, from_kafka
+from .errors import EXIT_INTERRUPTED, UNKNOWN_TOPIC, CliError, explain
 from .kafka import REQUEST_TIMEOUT_S, Kafka
 from .progress import Bar
 from .record_format import record_to_json, record_to_plain
@@ -118,27 +118,16 @@ def _start_positions(kafka: Kafka, consumer, topic: str, partitions: list[int], 
     if offset is not None:
         out = []
         for p in partitions:
-            low, high = _watermarks(consumer, topic, p)
+            low, high = kafka.watermarks(consumer, topic, p)
             out.append(TopicPartition(topic, p, max(low, high + offset)))
         return out
     if from_time is not None:
-        try:
-            found = consumer.offsets_for_times([TopicPartition(topic, p, from_time) for p in partitions],
-                                               timeout=REQUEST_TIMEOUT_S)
-        except KafkaException as exc:
-            raise from_kafka(exc, topic=topic, bootstrap=kafka.bootstrap) from None
+        found = kafka.retrying(lambda: consumer.offsets_for_times(
+            [TopicPartition(topic, p, from_time) for p in partitions], timeout=REQUEST_TIMEOUT_S), topic=topic)
         # -1: no record at or after that time, so only future records qualify.
         return [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END) for tp in found]
     default = OFFSET_STORED if group is not None else OFFSET_END
     return [TopicPartition(topic, p, default) for p in partitions]
-
-
-def _watermarks(consumer, topic: str, partition: int) -> tuple[int, int]:
-    try:
-        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=REQUEST_TIMEOUT_S,
-                                              cached=False)
-    except KafkaException as exc:
-        raise from_kafka(exc, topic=topic) from None
 
 
 def _run(consumer, kafka: Kafka, topic: str, writer: "_Writer", stop: "_Stop", *, group: str | None,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from .common import TIMESTAMP, connection_options, emit_json, emit_table, note, output_option
 from .errors import CliError, from_kafka
-from .kafka import REQUEST_TIMEOUT_S, Kafka
+from .kafka import REQUEST_TIMEOUT_S, RETRIABLE, Kafka
 from .offset_plan import lag, plan_reset
 
 # Kafka's own spelling of group states, as kafka-consumer-groups prints them.
@@ -76,16 +78,25 @@ def _committed(kafka: Kafka, group: str, partitions: list[TopicPartition] | None
 
 
 def _list_offsets(kafka: Kafka, specs: dict[TopicPartition, object]) -> dict[tuple[str, int], int | None]:
-    """One ListOffsets round; a partition that fails (e.g. its topic was deleted) maps to None."""
-    if not specs:
-        return {}
-    futures = kafka.admin().list_offsets(specs, request_timeout=REQUEST_TIMEOUT_S)
+    """ListOffsets for several partitions.  Transient failures are retried for a
+    while; a partition that keeps failing (e.g. its topic was deleted) maps to None."""
     out: dict[tuple[str, int], int | None] = {}
-    for tp, future in futures.items():
-        try:
-            out[(tp.topic, tp.partition)] = future.result(timeout=REQUEST_TIMEOUT_S + 5).offset
-        except KafkaException:
-            out[(tp.topic, tp.partition)] = None
+    deadline = time.monotonic() + 10
+    while specs:
+        futures = kafka.admin().list_offsets(specs, request_timeout=REQUEST_TIMEOUT_S)
+        again = {}
+        for tp, future in futures.items():
+            key = (tp.topic, tp.partition)
+            try:
+                out[key] = future.result(timeout=REQUEST_TIMEOUT_S + 5).offset
+            except KafkaException as exc:
+                err = exc.args[0]
+                out[key] = None
+                if (err.retriable() or err.name() in RETRIABLE) and time.monotonic() < deadline:
+                    again[tp] = specs[tp]
+        specs = again
+        if specs:
+            time.sleep(0.2)
     return out
 
 

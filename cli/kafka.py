@@ -17,9 +17,9 @@ import concurrent.futures
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, TopicMetadata
 
 from .errors import UNREACHABLE, CliError, from_kafka, transport_reason, unreachable
@@ -28,6 +28,10 @@ CLIENT_ID = "tidelog-cli"
 CONNECT_TIMEOUT_S = float(os.environ.get("TIDELOG_CONNECT_TIMEOUT", "5"))
 REQUEST_TIMEOUT_S = 30.0
 _PROBE_SLICE_S = 0.25
+RETRIABLE = frozenset({"LEADER_NOT_AVAILABLE", "NOT_LEADER_FOR_PARTITION", "NOT_LEADER_OR_FOLLOWER",
+                       "REQUEST_TIMED_OUT", "COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE",
+                       "NOT_COORDINATOR", "UNKNOWN_LEADER_EPOCH", "FENCED_LEADER_EPOCH"})
+T = TypeVar("T")
 
 
 class Kafka:
@@ -155,6 +159,28 @@ class Kafka:
         except concurrent.futures.TimeoutError:
             raise CliError(f"the broker at {self.bootstrap} did not answer within {REQUEST_TIMEOUT_S:g}s: "
                            "is it overloaded?") from None
+
+    def retrying(self, attempt: Callable[[], T], *, seconds: float = 10.0, **context: Any) -> T:
+        """Run ``attempt`` again while it fails with a transient error.
+
+        Right after a broker starts (or a topic is created) its partitions may
+        briefly have no leader; an operator's command should ride that out
+        rather than print LEADER_NOT_AVAILABLE.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return attempt()
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not (err.retriable() or err.name() in RETRIABLE) or time.monotonic() >= deadline:
+                    raise from_kafka(exc, bootstrap=self.bootstrap, **context) from None
+            time.sleep(0.2)
+
+    def watermarks(self, consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+        """(log start, log end) of one partition, asked of the broker (not cached)."""
+        return self.retrying(lambda: consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=REQUEST_TIMEOUT_S, cached=False), topic=topic)
 
     def close(self) -> None:
         self._admin = None

@@ -70,14 +70,16 @@ def list_command(output: str, kafka: Kafka) -> None:
 
 def log_offsets(kafka: Kafka, topic: str, partitions: list[int]) -> dict[int, tuple[int, int]]:
     """(log start, log end) per partition, through ListOffsets earliest/latest."""
-    result: dict[int, list[int]] = {p: [-1, -1] for p in partitions}
     admin = kafka.admin()
-    for slot, spec in ((0, OffsetSpec.earliest()), (1, OffsetSpec.latest())):
+
+    def ask(spec) -> dict[int, int]:
         futures = admin.list_offsets({TopicPartition(topic, p): spec for p in partitions},
                                      request_timeout=REQUEST_TIMEOUT_S)
-        for tp, future in futures.items():
-            result[tp.partition][slot] = kafka.wait(future, topic=topic).offset
-    return {p: (lo, hi) for p, (lo, hi) in result.items()}
+        return {tp.partition: f.result(timeout=REQUEST_TIMEOUT_S + 5).offset for tp, f in futures.items()}
+
+    start = kafka.retrying(lambda: ask(OffsetSpec.earliest()), topic=topic)
+    end = kafka.retrying(lambda: ask(OffsetSpec.latest()), topic=topic)
+    return {p: (start[p], end[p]) for p in partitions}
 
 
 def describe_configs(kafka: Kafka, topic: str) -> dict[str, dict]:

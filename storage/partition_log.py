@@ -276,11 +276,16 @@ class LogWriter:
                             current=exc.current) from exc
         return RecoveredPartition(lease, recovered.next_offset, recovered.max_timestamp, recovered.producers)
 
-    async def release(self, final: CheckpointInput) -> None:
-        """Hand a partition over gracefully: checkpoint it, then clear the owner in one write."""
+    async def release(self, final: CheckpointInput, *, checkpointed: bool = False) -> None:
+        """Hand a partition over gracefully: checkpoint it, then clear the owner in one write.
+
+        ``checkpointed`` says a checkpoint of exactly ``final`` was just written
+        (a broker's shutdown checkpoints every partition in one index object
+        first), so only the owner is cleared.
+        """
         lease = final.lease
         index_key = None
-        if final.refs:
+        if final.refs and not checkpointed:
             index_key = keys.index_object_key(self.session.name, self._index_seq)
             self._index_seq += 1
             await self._put_object(index_key, encode_index((lease.topic_id, lease.partition, r) for r in final.refs))
@@ -289,6 +294,8 @@ class LogWriter:
         ops = [self.session.check_op(),
                Put(state_item_of(released, None, None), where(version=lease.version)),
                Put(checkpoint_item(final, self.session.name, self.next_seq, index_key), ABSENT)]
+        if checkpointed:
+            ops = ops[:2]
         try:
             try:
                 await with_retries(lambda: self.meta.write(ops), self.backoff)

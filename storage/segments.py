@@ -28,12 +28,21 @@ Tier segments (``tidelog.format = "tier-v1"``, codec ``zstandard`` by default)
 
 Integrity.  Avro's ``null`` codec has no checksum and fastavro checks none
 for the others, yet a flipped bit must never decode into a wrong answer.
-So every header carries ``tidelog.header_crc32c`` over its other entries
-and its sync marker; ingest partitions carry a CRC-32C of their byte range;
-tier segments carry ``tidelog.data_crc32c`` over everything after the
-header.  Every failure to decode raises
-:class:`~tidelog.storage.errors.CorruptData`, except that header parsing on
-a prefix raises :class:`NeedMoreBytes`.
+All checksums are CRC-32C written as 8 lowercase hex digits (JSON numbers
+in the summary):
+
+* ``tidelog.header_crc32c`` covers every other metadata entry, each as an
+  Avro string key plus bytes value in file order, then the sync marker;
+* each ingest partition's ``crc32c`` covers its byte range;
+* ``tidelog.data_crc32c`` (tier) covers everything after the header.
+
+A ranged read given the partition's summary checks the range CRC; one given
+only the bytes (a ``SegmentRef`` carries no CRC) checks each batch's own
+CRC-32C and cross-checks the Avro fields against the batch header, which
+leaves only the partition leader epoch (outside the Kafka CRC) unverified.
+
+Every failure to decode raises :class:`~tidelog.storage.errors.CorruptData`,
+except that header parsing on a prefix raises :class:`NeedMoreBytes`.
 """
 
 from __future__ import annotations
@@ -432,14 +441,15 @@ def _parse_container_unbounded(buf: bytes) -> _Container:
 
 def _check_container(c: _Container, fmt: str, parsed_schema: dict[str, Any], codecs: Sequence[str]) -> str:
     """Check the CRC, format, codec and schema of a tidelog header; return the codec."""
+    found = c.metadata.get(_KEY_FORMAT)
+    if found != fmt.encode():
+        raise CorruptData("unexpected segment format", expected=fmt, found=repr(found)[:40])
     stored = c.metadata.get(_KEY_HEADER_CRC)
     if stored is None or stored != _header_crc(c.order, c.sync):
         raise CorruptData("segment header crc mismatch")
-    if c.metadata.get(_KEY_FORMAT) != fmt.encode():
-        raise CorruptData("unexpected segment format", expected=fmt, found=c.metadata.get(_KEY_FORMAT))
     codec = c.metadata.get(_KEY_CODEC, b"null").decode("ascii", "replace")
     if codec not in codecs:
-        raise CorruptData("unexpected avro codec", codec=codec)
+        raise CorruptData("unexpected avro codec", codec=codec[:20])
     try:
         schema = fastavro.parse_schema(json.loads(c.metadata[_KEY_SCHEMA]))
     except Exception as exc:  # fastavro raises several types for a bad schema; all mean the same here

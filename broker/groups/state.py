@@ -84,9 +84,15 @@ class Group:
         return max(sorted(common, key=order.index), key=lambda n: votes.get(n, 0))
 
     def supports(self, protocol_type: str, names: list[str]) -> bool:
+        """Whether a member with these protocols may join, as Kafka decides it.
+
+        The type is compared with the current members' (``self.protocol_type``
+        is only set once a rebalance completes, so members joining the first
+        rebalance of a group would otherwise be refused).
+        """
         if not self.members:
-            return True
-        if protocol_type != self.protocol_type:
+            return bool(protocol_type) and bool(names)
+        if any(m.protocol_type != protocol_type for m in self.members.values()):
             return False
         common = set(names)
         for m in self.members.values():

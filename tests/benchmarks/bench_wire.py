@@ -95,10 +95,8 @@ def bench_encode() -> None:
     def fetch_response() -> int:
         n = 200
         for _ in range(n):
-            body = wire.make_response(
-                request,
-                responses=[{"topic": "bench", "partitions": [{"partition_index": 0, "high_watermark": 1, "records": records}]}],
-            )
+            partition = {"partition_index": 0, "high_watermark": 1, "records": records}
+            body = wire.make_response(request, responses=[{"topic": "bench", "partitions": [partition]}])
             wire.encode_response(request, body)
         return n * MIB
 

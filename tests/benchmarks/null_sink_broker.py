@@ -7,9 +7,12 @@ Whatever rate a producer reaches against it is what the client, the codec
 and Python's asyncio loop allow on this machine; the gap to tidelog is the
 cost of durability.
 
-It answers ApiVersions, Metadata, InitProducerId and Produce (and advertises
-only those).  Offsets are assigned per partition in arrival order so
-clients see increasing base offsets; the data is dropped.
+It answers ApiVersions, Metadata, InitProducerId and Produce.  It also
+advertises Fetch, only because librdkafka infers record-batch v2 support
+from Produce >= 3 *and* Fetch >= 4 and otherwise sends the legacy v0
+message format; a Fetch is answered with an error.  Offsets are assigned
+per partition in arrival order so clients see increasing base offsets; the
+data is dropped.
 
 Run: ``python tests/benchmarks/null_sink_broker.py --port 19092 --topic bench:8``.
 It prints one ``ready port=N`` line once listening and stops on SIGTERM/SIGINT.
@@ -29,8 +32,9 @@ from tidelog.broker.framing import FrameError, FrameParser
 from tidelog.storage.errors import TidelogError
 from tidelog.storage.records import DEFAULT_MAX_BATCH_BYTES, validate_produce_records
 
-PRODUCE, METADATA, API_VERSIONS, INIT_PRODUCER_ID = 0, 3, 18, 22
-APIS = {key: span for key, span in wire.SUPPORTED_APIS.items() if key in (PRODUCE, METADATA, API_VERSIONS, INIT_PRODUCER_ID)}
+PRODUCE, FETCH, METADATA, API_VERSIONS, INIT_PRODUCER_ID = 0, 1, 3, 18, 22
+APIS = {key: span for key, span in wire.SUPPORTED_APIS.items()
+        if key in (PRODUCE, FETCH, METADATA, API_VERSIONS, INIT_PRODUCER_ID)}
 MAX_REQUEST_BYTES = 100 * 1024 * 1024
 
 
@@ -68,6 +72,8 @@ class Sink:
             self.next_producer_id += 1
             return wire.encode_response(request, R(throttle_time_ms=0, error_code=0,
                                                    producer_id=self.next_producer_id, producer_epoch=0))
+        if request.api_key == FETCH:
+            return wire.error_response(request, ErrorCode.UNKNOWN_SERVER_ERROR, message="the null sink stores nothing")
         body = self._produce(request)
         return None if body is None else wire.encode_response(request, body)
 

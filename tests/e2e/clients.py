@@ -155,7 +155,8 @@ def _produce_aiokafka(bootstrap, topic, recs, *, acks, compression, max_request_
             for f in futures:
                 try:
                     meta = await f
-                    results.append((meta.partition, meta.offset))
+                    # acks=0: aiokafka resolves the future with None (there is no answer).
+                    results.append((-1, -1) if meta is None else (meta.partition, meta.offset))
                 except Exception as exc:  # noqa: BLE001
                     results.append(exc)
             return results

@@ -20,10 +20,20 @@ import os
 import subprocess
 import sys
 import uuid
+import warnings
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+with warnings.catch_warnings():
+    # kafka-python reads its bundled protocol schemas with importlib.resources.read_text
+    # (deprecated on 3.11) while its modules import; importing them here, once, keeps that
+    # warning out of the tests, where warnings are errors.  broker/wire.py does the same.
+    warnings.filterwarnings("ignore", message="(read|open)_text is deprecated", category=DeprecationWarning)
+    import aiokafka  # noqa: F401
+    import kafka  # noqa: F401
+    import kafka.admin  # noqa: F401
 
 from tests.support.broker_proc import BrokerProcess
 

@@ -101,9 +101,9 @@ def test_acks_levels(broker, producer: str, acks) -> None:
     topic = new_topic(broker.bootstrap)
     sent = [Rec(f"k{i}".encode(), f"{producer}-acks{acks}-{i}".encode()) for i in range(5)]
     acked = produce(producer, broker.bootstrap, topic, sent, acks=acks)
-    if acks == 0:
-        assert all(offset == -1 for _, offset in acked)
-    elif producer != "kcat":
+    # acks=0 has no answer, so what a client reports as offsets is its own invention
+    # (librdkafka -1001, kafka-python -1 plus the record's index, aiokafka nothing).
+    if acks != 0 and producer != "kcat":
         assert [o for _, o in acked] == list(range(5))
     # acks=0 has no answer to wait for: the read simply waits until the flush lands.
     assert_same(consume("confluent", broker.bootstrap, topic, 0, len(sent)), sent)

@@ -99,9 +99,10 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
 async def test_unsupported_values_are_rejected(meta_store: MetaStore) -> None:
     failures = []
     for name, attrs in UNSUPPORTED.items():
-        for call in (meta_store.write([Put(Item("bad", name, attrs))]), meta_store.put_many([Item("bad", name, attrs)])):
+        item = Item("bad", name, attrs)
+        for call in (lambda: meta_store.write([Put(item)]), lambda: meta_store.put_many([item])):
             try:
-                await call
+                await call()
             except InvalidRequest:
                 continue
             except Exception as exc:  # noqa: BLE001 - reported below with the case name

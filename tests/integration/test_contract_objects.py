@@ -158,6 +158,7 @@ async def test_key_can_be_both_an_object_and_a_prefix(object_store: ObjectStore)
     assert await keys_under(object_store, "seg") == ["seg/inner"]
 
 
+@pytest.mark.slow
 async def test_list_spans_pages(object_store: ObjectStore) -> None:
     """More keys than one S3 list response (1000) holds."""
     keys = [f"many/{i:05d}" for i in range(1001)]
