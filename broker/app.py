@@ -14,10 +14,11 @@ import signal
 
 from tidelog.storage.catalog import Catalog
 from tidelog.storage.clock import SYSTEM_CLOCK, Clock
-from tidelog.storage.errors import Fenced, NotFound
+from tidelog.storage.errors import Fenced, NotFound, TidelogError
 from tidelog.storage.groups import GroupStore
 from tidelog.storage.factory import Storage, StorageConfig, open_storage
 from tidelog.storage.leases import LeaseTiming
+from tidelog.storage.maintenance import Maintenance, MaintenanceConfig, MaintenanceLoop
 from tidelog.storage.partition_log import LogWriter
 from tidelog.storage.producer_ids import ProducerIdAllocator
 from tidelog.storage.reader import LogReader
@@ -72,7 +73,7 @@ class Broker:
             await self.storage.close()
             raise StartupError(str(exc)) from exc
         self.server = KafkaServer({}, max_request_bytes=s.max_request_bytes)
-        self.port = await self.server.start(s.host, s.port)
+        self.port = await self.server.start(s.host, s.port, serving=False)  # serve once handlers exist
         me = BrokerInfo(s.node_id, s.public_host, s.advertised_port or self.port, s.rack)
         self.me = me
         self.timing = LeaseTiming(s.lease_ttl_ms)
@@ -100,8 +101,16 @@ class Broker:
         handlers = build_handlers(ctx)
         ctx.extra["apis"] = {k: span for k, span in wire.SUPPORTED_APIS.items() if k in handlers}
         self.server.handlers.update(handlers)
+        await self.server.serve()
         self._tasks.append(asyncio.create_task(self._renew_loop(), name="session-renew"))
         self.cluster.start()
+        if s.maintenance_interval_ms:
+            # Tiering, retention and compaction of the partitions we lead, and GC.
+            maintenance = Maintenance(self.storage.objects, self.storage.meta, self.clock,
+                                      MaintenanceConfig.from_options({"max_wait_ms": s.tier_max_wait_ms}),
+                                      owns=lambda topic, partition: self.logs.state(topic.name, partition) is not None)
+            loop = MaintenanceLoop(maintenance, s.maintenance_interval_ms)
+            self._tasks.append(asyncio.create_task(loop.run_forever(), name="maintenance"))
         if s.metrics_port is not None:
             from prometheus_client import start_http_server
             start_http_server(s.metrics_port, addr=s.host, registry=METRICS.registry)
@@ -117,26 +126,42 @@ class Broker:
                 await self.session.renew()
                 self._valid_until = self.timing.owner_valid_until(started)
             except Fenced:
-                await self._rejoin()
+                # The same task a fenced flush starts: one rejoin, never two sessions.
+                self._on_fenced()
+                await asyncio.shield(self._rejoining)
             except Exception as exc:  # noqa: BLE001 - transient store trouble; keep trying
                 log.warning("session renewal failed", extra={"error": str(exc)})
 
     def _on_fenced(self) -> None:
         if self._rejoining is None or self._rejoining.done():
-            self._rejoining = asyncio.create_task(self._rejoin())
+            self._rejoining = asyncio.create_task(self._rejoin(), name="rejoin")
 
     async def _rejoin(self) -> None:
         """Our session was fenced (we were paused or partitioned past the lease):
-        everything we led now belongs to others.  Drop it and start a new session."""
+        everything we led now belongs to others.  Drop it and start a new session.
+
+        Never raises: registering is retried until it works, because without a
+        session this broker can neither renew nor lead anything again.
+        """
         log.error("broker session fenced; dropping all partitions and re-registering",
                   extra={"node_id": self.me.node_id, "epoch": self.session.epoch})
         self._valid_until = 0
         async with self.logs._io_lock:
-            started = self.clock.monotonic_ms()
-            self.session = await Session.register(self.storage.meta, self.me, self.clock.now_ms())
+            self.logs.drop_all()
+            delay = 0.1
+            while True:
+                started = self.clock.monotonic_ms()
+                try:
+                    self.session = await Session.register(self.storage.meta, self.me, self.clock.now_ms())
+                    break
+                except TidelogError as exc:
+                    log.warning("re-registering the broker session failed; retrying", extra={"error": str(exc)})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
             writer = LogWriter(self.storage.objects, self.storage.meta, self.session, self.clock)
             self.logs.drop_all(writer)
             self._valid_until = self.timing.owner_valid_until(started)
+        log.info("broker session re-registered", extra={"node_id": self.me.node_id, "epoch": self.session.epoch})
         if self.groups is not None:
             await self.groups.forget(lambda group_id: True)
 
@@ -170,11 +195,14 @@ class Broker:
             await self.logs.stop()
         if self.groups is not None:
             await self.groups.stop()
+        # Stop renewing before closing the session: a renewal racing the close
+        # would fail on the closed session and start a rejoin mid-shutdown.
+        for task in [*self._tasks, self._rejoining]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*[t for t in [*self._tasks, self._rejoining] if t is not None], return_exceptions=True)
         if self.session is not None:
             await self.session.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.server is not None:
             await self.server.close_connections()
         if self.storage is not None:

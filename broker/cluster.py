@@ -20,6 +20,7 @@ from tidelog.storage.catalog import Catalog
 from tidelog.storage.clock import Clock
 from tidelog.storage.leases import ExpiryWatch, LeaseTiming, fair_share, moves_toward
 from tidelog.storage.partition_log import list_leases
+from tidelog.storage.model import Item
 from tidelog.storage.ports import MetaStore
 from tidelog.storage.sessions import BrokerInfo, fence, info_of, list_sessions, view_of
 
@@ -83,11 +84,11 @@ class ClusterManager:
                 log.warning("cluster tick failed", extra={"error": str(exc)})
             await asyncio.sleep(self.tick_seconds)
 
-    async def live_brokers(self) -> dict[int, BrokerInfo]:
+    async def live_brokers(self, sessions: list[Item] | None = None) -> dict[int, BrokerInfo]:
         me = self._me()
         now = self.clock.monotonic_ms()
         live = {me.node_id: me}
-        for item in await list_sessions(self.meta):
+        for item in await list_sessions(self.meta) if sessions is None else sessions:
             view = view_of(item)
             if view.node_id == me.node_id:
                 continue
@@ -103,10 +104,13 @@ class ClusterManager:
 
     async def tick(self) -> None:
         me = self._me()
-        live = await self.live_brokers()
-        sessions = {n: b for n, b in live.items()}
-        epochs = {view_of(i).node_id: view_of(i).epoch for i in await list_sessions(self.meta)}
+        session_items = await list_sessions(self.meta)
+        live = await self.live_brokers(session_items)
+        epochs = {view_of(i).node_id: view_of(i).epoch for i in session_items}
+        epochs[me.node_id] = self.logs.writer.session.epoch
+        known_topics = dict(self.logs.topics)
         topics = {t.topic_id: t for t in await self.catalog.list()}
+        self.logs.sync_topics({t.name: t for t in topics.values()}, known_topics)
         current: dict[tuple[str, int], int | None] = {}
         leaders: dict[tuple[str, int], tuple[int, int]] = {}
         for row in await list_leases(self.meta):
@@ -114,7 +118,11 @@ class ClusterManager:
             if topic is None:
                 continue
             owner = row.owner_node
-            alive = owner is not None and owner in sessions and epochs.get(owner) == row.owner_epoch
+            alive = owner is not None and owner in live and epochs.get(owner) == row.owner_epoch
+            if owner == me.node_id and (topic.name, row.partition) not in self.logs.partitions:
+                # Our session holds the lease but we do not lead the partition (an acquire
+                # whose reply was lost): it is ours to take again, nobody else's to serve.
+                alive = False
             current[(topic.name, row.partition)] = owner if alive else None
             if alive:
                 leaders[(topic.name, row.partition)] = (owner, row.leader_epoch)

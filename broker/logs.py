@@ -20,6 +20,7 @@ from tidelog.storage.producers import ProducerStates
 from tidelog.storage.reader import LogReader
 from tidelog.storage.records import decode_records, patch_batch, validate_produce_records
 from tidelog.storage.segments import BatchEntry
+from tidelog.storage.tier_state import log_start_floor
 
 from .errors import ErrorCode
 from .metrics import METRICS
@@ -153,6 +154,8 @@ class LogManager:
             current = self.partitions.get(key)
             if current is not None and current.topic.topic_id == topic.topic_id:
                 return current
+            if self._stopping:
+                return None  # shutting down: a lease taken now would never be released
             try:
                 recovered = await self.writer.acquire(topic.name, topic.topic_id, partition)
             except LeaseHeld:
@@ -181,6 +184,24 @@ class LogManager:
             for pending in state.pending:
                 if not pending.future.done():
                     pending.future.set_exception(ProduceError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+
+    def sync_topics(self, catalog: dict[str, Topic], known_before: dict[str, Topic]) -> None:
+        """Follow admin changes made through other brokers (the cluster loop reads the
+        catalog every tick): adopt newer configs and partition counts, forget deleted
+        topics.  ``known_before`` is the cache as it was before that catalog read; an
+        entry replaced since (by a request on this broker) is newer and left alone."""
+        for name, old in known_before.items():
+            if self.topics.get(name) is not old:
+                continue
+            fresh = catalog.get(name)
+            if fresh is None or fresh.topic_id != old.topic_id:
+                self.forget_topic(name)
+            elif fresh.version > old.version:
+                self._retention_wake.set()
+                self.topics[name] = fresh
+                for (owner, _), state in self.partitions.items():
+                    if owner == name:
+                        state.topic = fresh
 
     async def topic(self, name: str) -> Topic | None:
         topic = self.topics.get(name)
@@ -383,18 +404,21 @@ class LogManager:
         async for span in self._spans(state, start):
             if not scan.offer(span):
                 break
-        if scan.log_start <= start:
+        # Retention run outside the leader (storage.retention) raises a floor item, not the lease.
+        floor = min(await log_start_floor(self.writer.meta, topic.topic_id, state.partition), state.high_watermark)
+        new_start = max(scan.log_start, floor)
+        if new_start <= start:
             return
         async with self._io_lock:
             if self.partitions.get((topic.name, state.partition)) is not state or state.releasing:
                 return
             if state.log_start_offset != start:
                 return  # moved meanwhile; the next pass starts from the new value
-            await self.writer.set_log_start(state.lease, scan.log_start)
-            if state.log_bytes is not None:
-                state.log_bytes -= scan.deleted_bytes
+            await self.writer.set_log_start(state.lease, new_start)
+            if state.log_bytes is not None:  # re-measured next pass if the floor moved it further
+                state.log_bytes = state.log_bytes - scan.deleted_bytes if new_start == scan.log_start else None
         log.info("log start advanced by retention", extra={"topic": topic.name, "partition": state.partition,
-                                                             "log_start_offset": scan.log_start, "previous": start})
+                                                             "log_start_offset": new_start, "previous": start})
 
     async def _spans(self, state: PartitionState, offset: int):
         """The partition's spans from the one holding ``offset`` up to the high watermark, oldest first.

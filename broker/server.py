@@ -44,9 +44,17 @@ class KafkaServer:
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task] = set()
 
-    async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._serve, host, port, limit=1 << 20)
+    async def start(self, host: str, port: int, *, serving: bool = True) -> int:
+        """Bind and return the port.  With ``serving=False`` the socket is bound but not
+        listening, so clients are refused (and retry) until `serve`: a client that
+        connected before the handlers exist would get UNSUPPORTED_VERSION for
+        ApiVersions, which librdkafka takes for a pre-0.10 broker."""
+        self._server = await asyncio.start_server(self._serve, host, port, limit=1 << 20, start_serving=serving)
         return self._server.sockets[0].getsockname()[1]
+
+    async def serve(self) -> None:
+        """Start accepting connections (after `start` with ``serving=False``)."""
+        await self._server.start_serving()
 
     async def stop_accepting(self) -> None:
         if self._server is not None:

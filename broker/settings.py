@@ -46,10 +46,20 @@ class Settings:
     log_format: str = "json"
     cluster_id: str = "tidelog"
     offsets_retention_minutes: int = 7 * 24 * 60
+    # Tiering, retention, compaction and GC in the broker (`storage.maintenance`).
+    # None: every 5 minutes on the embedded store, off with S3/DynamoDB (the Lambdas do it).
+    tier_interval_ms: int | None = None
+    tier_max_wait_ms: int = 10 * 60_000  # tier a partial segment once data has waited this long
 
     @property
     def uses_aws(self) -> bool:
         return bool(self.s3_bucket or self.dynamodb_table)
+
+    @property
+    def maintenance_interval_ms(self) -> int:
+        if self.tier_interval_ms is not None:
+            return self.tier_interval_ms
+        return 0 if self.uses_aws else 300_000
 
     @property
     def public_host(self) -> str:
@@ -65,6 +75,8 @@ class Settings:
         for name in ("port", "flush_interval_ms", "flush_bytes", "lease_ttl_ms", "max_request_bytes", "default_partitions"):
             if getattr(self, name) <= 0 and not (name == "port" and getattr(self, name) == 0):
                 raise SettingsError(f"{name.replace('_', '-')} must be positive")
+        if (self.tier_interval_ms or 0) < 0 or self.tier_max_wait_ms < 0:
+            raise SettingsError("tier-interval-ms and tier-max-wait-ms must not be negative")
         if self.log_format not in ("json", "text"):
             raise SettingsError("log-format must be json or text")
         return self

@@ -87,7 +87,7 @@ class _Run:
     def settings(self) -> dict:
         s = {"acks": self.opts["acks"], "compression": self.opts["compression"],
              "linger_ms": self.opts["linger_ms"], "batch_size": self.opts["batch_size"],
-             "rate": self.opts["rate"] if self.opts["rate"] > 0 else "unlimited"}
+             "rate": f"{self.opts['rate']:g}/s" if self.opts["rate"] > 0 else "unlimited"}
         s["partitions"] = len(self.kafka.partitions(self.topic))
         return s
 
@@ -133,6 +133,8 @@ class _Run:
                     latencies.append(latency * 1000)
 
         bodies = filler(self.size)
+        # Connect and learn the partition leaders before the clock starts.
+        self.kafka.retrying(lambda: producer.list_topics(self.topic, timeout=REQUEST_TIMEOUT_S), topic=self.topic)
         throttle = Throttle(self.opts["rate"], wait_fn=producer.poll)
         produce = producer.produce
         start = time.perf_counter()
@@ -211,10 +213,10 @@ def consume_command(kafka: Kafka, output: str, **opts) -> None:
             wanted = min(run.records, available)
             if wanted == 0:
                 raise CliError(f"topic {run.topic!r} has no records to read")
-            consumer.assign([TopicPartition(run.topic, p, OFFSET_BEGINNING) for p in partitions])
             received = size_sum = 0
             with Bar("consuming", total=wanted) as bar:
-                start = time.perf_counter()
+                start = time.perf_counter()  # before assign: the first fetch's round trip counts too
+                consumer.assign([TopicPartition(run.topic, p, OFFSET_BEGINNING) for p in partitions])
                 idle_since = time.monotonic()
                 while received < wanted:
                     batch = consumer.consume(num_messages=1000, timeout=0.5)
@@ -289,7 +291,7 @@ class _Receiver(threading.Thread):
         self.last_ns = 0
         self.done = threading.Event()
         self.error: BaseException | None = None
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._seen: set[int] = set()
 
     def expect(self, count: int) -> None:
@@ -299,14 +301,14 @@ class _Receiver(threading.Thread):
             self.done.set()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         if self.is_alive():
             self.join(timeout=5)
 
     def run(self) -> None:
         try:
             idle_since = time.monotonic()
-            while not self._stop.is_set() and self.received < self.expected:
+            while not self._halt.is_set() and self.received < self.expected:
                 got = self._take(self.consumer.consume(num_messages=1000, timeout=0.1))
                 if got:
                     idle_since = time.monotonic()

@@ -96,6 +96,9 @@ def explain(name: str, message: str, *, topic: str | None = None, group: str | N
         return f"group{g} does not exist: list groups with `tidelog group list`"
     if name == "NON_EMPTY_GROUP":
         return f"group{g} still has active members: stop its consumers first"
+    if name in ("LEADER_NOT_AVAILABLE", "NOT_LEADER_FOR_PARTITION", "NOT_LEADER_OR_FOLLOWER"):
+        return (f"a partition{' of ' + repr(topic) if topic else ''} has no leader right now "
+                "(a broker is starting or taking over): retry in a few seconds")
     if name in ("COORDINATOR_NOT_AVAILABLE", "NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS"):
         return f"the group coordinator is not available yet ({message or name}): retry in a few seconds"
     if name in ("UNSUPPORTED_VERSION", "_UNSUPPORTED_FEATURE"):

@@ -156,8 +156,8 @@ def describe_command(group: str, output: str, kafka: Kafka) -> None:
 @click.option("-t", "--topic", required=True, help="Topic whose offsets move. Example: --topic orders")
 @click.option("-p", "--partition", "only_partition", type=click.IntRange(min=0),
               help="Move only this partition (default: all). Example: --partition 0")
-@click.option("--to-earliest", "strategy", flag_value="earliest", help="Move to the oldest record.")
-@click.option("--to-latest", "strategy", flag_value="latest", help="Move to the end (skip everything unread).")
+@click.option("--to-earliest", is_flag=True, help="Move to the oldest record.")
+@click.option("--to-latest", is_flag=True, help="Move to the end (skip everything unread).")
 @click.option("--to-offset", type=click.IntRange(min=0), metavar="N",
               help="Move to offset N (clamped to the log). Example: --to-offset 1000")
 @click.option("--to-datetime", type=TIMESTAMP, metavar="ISO8601",
@@ -166,7 +166,7 @@ def describe_command(group: str, output: str, kafka: Kafka) -> None:
 @click.option("--dry-run", is_flag=True, help="Show the new offsets without committing them.")
 @output_option()
 @connection_options
-def reset_offsets_command(group: str, topic: str, only_partition: int | None, strategy: str | None,
+def reset_offsets_command(group: str, topic: str, only_partition: int | None, to_earliest: bool, to_latest: bool,
                           to_offset: int | None, to_datetime: int | None, dry_run: bool, output: str,
                           kafka: Kafka) -> None:
     """Move GROUP's committed offsets on a topic. The group must have no active members.
@@ -176,7 +176,7 @@ def reset_offsets_command(group: str, topic: str, only_partition: int | None, st
       tidelog group reset-offsets billing --topic orders --to-earliest --dry-run
       tidelog group reset-offsets billing --topic orders --to-datetime 2024-05-01T00:00:00Z
     """
-    chosen = [s for s, given in (("earliest", strategy == "earliest"), ("latest", strategy == "latest"),
+    chosen = [s for s, given in (("earliest", to_earliest), ("latest", to_latest),
                                  ("offset", to_offset is not None), ("datetime", to_datetime is not None)) if given]
     if len(chosen) != 1:
         raise click.UsageError("give exactly one of --to-earliest, --to-latest, --to-offset, --to-datetime")

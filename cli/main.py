@@ -9,19 +9,55 @@ the traceback of an unexpected error.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from .bench_cmds import bench_group
-from .consume_cmds import consume_command
 from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, one_line
-from .group_cmds import group_group
-from .produce_cmds import produce_command
-from .serve_cmds import init_command, serve_command
-from .topic_cmds import topic_group
+
+# Each command's module is imported only when that command runs: `serve` needs
+# the broker but no Kafka client, the client commands need confluent-kafka but
+# no broker, and every CLI call pays for what it imports.
+COMMANDS = {
+    "serve": "serve_cmds:serve_command",
+    "init": "serve_cmds:init_command",
+    "topic": "topic_cmds:topic_group",
+    "produce": "produce_cmds:produce_command",
+    "consume": "consume_cmds:consume_command",
+    "bench": "bench_cmds:bench_group",
+    "group": "group_cmds:group_group",
+    "tier": "tier_cmds:tier_group",
+    "deploy": "deploy_cmds:deploy_command",
+    "destroy": "deploy_cmds:destroy_command",
+    "status": "deploy_cmds:status_command",
+    "recover": "deploy_cmds:recover_command",
+}
+
+
+def _print_version(ctx: click.Context, _param, value: bool) -> None:
+    # A callback rather than click.version_option: reading package metadata
+    # costs ~30 ms, worth paying only when someone asks.
+    if value and not ctx.resilient_parsing:
+        click.echo(f"tidelog, version {_version()}")
+        ctx.exit()
+
+
+class LazyGroup(click.Group):
+    def __init__(self, *args, lazy: dict[str, str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            module, attr = self.lazy[name].split(":")
+            self.add_command(getattr(importlib.import_module(f"{__package__}.{module}"), attr), name)
+        return super().get_command(ctx, name)
 
 
 def _version() -> str:
@@ -31,8 +67,10 @@ def _version() -> str:
         return "0+unknown"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(_version(), "--version", prog_name="tidelog")
+@click.group(cls=LazyGroup, lazy=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
 def cli() -> None:
     """tidelog: a Kafka-compatible event log stored in S3.
 
@@ -44,15 +82,6 @@ def cli() -> None:
       tidelog consume orders --from-beginning --max-messages 1
       tidelog bench produce --records 100000
     """
-
-
-cli.add_command(serve_command)
-cli.add_command(init_command)
-cli.add_command(topic_group)
-cli.add_command(produce_command)
-cli.add_command(consume_command)
-cli.add_command(bench_group)
-cli.add_command(group_group)
 
 
 def _fail(message: str, code: int) -> None:

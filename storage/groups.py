@@ -141,6 +141,26 @@ class GroupStore:
         for start in range(0, len(ops), 100):
             await self.meta.write(ops[start:start + 100])
 
+    async def expire_offsets(self, name: str, expired: Sequence[CommittedOffset]) -> int:
+        """Delete offsets that expired, each only if it is still the commit that was judged expired.
+
+        A commit that lands between the judgement and the delete (another
+        coordinator, after a failover) changes ``commit_ms`` and so survives.
+        Returns how many were deleted; a batch that lost such a race is left
+        for the next sweep.
+        """
+        deleted = 0
+        for start in range(0, len(expired), MAX_OPS_PER_WRITE):
+            chunk = expired[start:start + MAX_OPS_PER_WRITE]
+            ops: list[WriteOp] = [Delete(keys.group_pk(name), keys.group_offset_sk(o.topic, o.partition),
+                                         where(offset=o.offset, commit_ms=o.commit_ms)) for o in chunk]
+            try:
+                await self.meta.write(ops)
+            except Conflict:
+                continue
+            deleted += len(chunk)
+        return deleted
+
     async def delete_group(self, name: str, record: GroupRecord | None) -> None:
         """Remove a group and all its offsets (the caller checked it has no members)."""
         offsets = await self.offsets(name)

@@ -23,6 +23,17 @@ STATE_SK = "state"
 CHECKPOINT_PREFIX = "ckpt#"
 TIER_PREFIX = "tier#"
 OFFSET_PREFIX = "off#"
+# Per-partition maintenance items (under ``partition_pk``); none starts with a
+# checkpoint or tier prefix, so prefix queries never see them.
+TIER_HEAD_SK = "tierhead"  # how far the partition is tiered; serialises tierers
+LOG_START_SK = "logstart"  # log-start floor set by retention outside the leader
+COMPACTION_SK = "compaction"  # how far the tiered log is compacted
+
+# --- object prefixes -------------------------------------------------------------
+INGEST_ROOT = "ingest/"
+INDEX_ROOT = "index/"
+TIER_ROOT = "tier/"
+GC_STATE_ROOT = "gc/state/"
 
 
 def pad_offset(offset: int) -> str:
@@ -67,6 +78,11 @@ def checkpoints_ending_after(offset: int) -> str:
 
 
 def tier_sk(end_offset: int) -> str:
+    """A tier item, keyed by the EXCLUSIVE end of the offset range it covers.
+
+    ``after=tier_sk(offset)`` therefore selects the items covering ``offset``
+    or later, mirroring `checkpoints_ending_after`.
+    """
     return TIER_PREFIX + pad_offset(end_offset)
 
 
@@ -76,6 +92,15 @@ def commit_log_pk(session: str) -> str:
 
 def commit_log_sk(seq: int) -> str:
     return pad_seq(seq)
+
+
+def session_of_object(key: str) -> str | None:
+    """The session an ingest or index object key belongs to (None for other keys)."""
+    for root in (INGEST_ROOT, INDEX_ROOT):
+        if key.startswith(root):
+            session, sep, _ = key[len(root):].partition("/")
+            return session if sep and session else None
+    return None
 
 
 def group_pk(group: str) -> str:
@@ -88,16 +113,27 @@ def group_offset_sk(topic: str, partition: int) -> str:
 
 # --- object keys ---------------------------------------------------------------
 def ingest_object_key(session: str, seq: int) -> str:
-    return f"ingest/{session}/{pad_seq(seq)}.avro"
+    return f"{INGEST_ROOT}{session}/{pad_seq(seq)}.avro"
 
 
 def index_object_key(session: str, seq: int) -> str:
-    return f"index/{session}/{pad_seq(seq)}.avro"
+    return f"{INDEX_ROOT}{session}/{pad_seq(seq)}.avro"
 
 
 def tier_prefix(topic: str, partition: int) -> str:
-    return f"tier/topic={quote(topic, safe='')}/partition={partition}/"
+    return f"{TIER_ROOT}topic={quote(topic, safe='')}/partition={partition}/"
 
 
-def tier_object_key(topic: str, partition: int, first_offset: int, last_offset: int) -> str:
-    return f"{tier_prefix(topic, partition)}{pad_offset(first_offset)}-{pad_offset(last_offset)}.avro"
+def tier_object_key(topic: str, partition: int, topic_id: str, start: int, end: int, digest: str) -> str:
+    """A tier segment covering offsets ``[start, end)``.
+
+    The topic id keeps a re-created topic's segments apart from the old
+    one's, and ``digest`` (of the content) gives a compacted rewrite of the
+    same range its own key, so create-only PUTs of equal keys always carry
+    equal bytes and a retry can treat `AlreadyExists` as success.
+    """
+    return f"{tier_prefix(topic, partition)}{pad_offset(start)}-{pad_offset(end)}-{topic_id}-{digest}.avro"
+
+
+def gc_state_key(seq: int) -> str:
+    return f"{GC_STATE_ROOT}{pad_seq(seq)}.json"

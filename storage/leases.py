@@ -107,16 +107,23 @@ def fair_share(partitions: Sequence[tuple[str, int]], nodes: Iterable[int]) -> d
     live = sorted(set(nodes))
     if not live:
         return {}
-    cap = -(-len(partitions) // len(live))
+    # Every node gets ``floor`` partitions and exactly ``extra`` of them one more,
+    # so loads differ by at most one (a plain cap of ceil(P/N) could leave a node
+    # idle: 4 partitions on 3 nodes as 2/2/0).
+    unique = sorted(set(partitions))
+    floor, extra = divmod(len(unique), len(live))
     load: dict[int, int] = {n: 0 for n in live}
+    topped = 0
     target: dict[tuple[str, int], int] = {}
-    for tp in sorted(partitions):
+    for tp in unique:
         ranked = sorted(
             live,
             key=lambda n: hashlib.blake2b(f"{tp[0]}\0{tp[1]}\0{n}".encode(), digest_size=8).digest(),
         )
         for node in ranked:
-            if load[node] < cap:
+            if load[node] < floor or (load[node] == floor and topped < extra):
+                if load[node] == floor:
+                    topped += 1
                 target[tp] = node
                 load[node] += 1
                 break

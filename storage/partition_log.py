@@ -245,17 +245,21 @@ class LogWriter:
         """
         state = await self.meta.get(keys.LEASES_PK, keys.lease_sk(topic_id, partition))
         view = lease_view_of(state)
-        if view.owner_node is not None:
+        ours = view.owner_node == self.session.node_id and view.owner_epoch == self.session.epoch
+        if view.owner_node is not None and not ours:
             owner = await self.meta.get(keys.BROKERS_PK, keys.broker_sk(int(view.owner_node)))
             owner_view = None if owner is None else view_of(owner)
-            if view.owner_node == self.session.node_id and view.owner_epoch == self.session.epoch:
-                raise LeaseHeld("partition already held by this session", partition=f"{topic}-{partition}")
             if not lease_is_free(view, owner_view):
                 raise LeaseHeld("partition is held by a live broker", partition=f"{topic}-{partition}",
                                 owner=view.owner_node)
+        # A lease naming this very session while the caller does not lead the partition
+        # is left over from an acquire whose reply was lost: take it again, with recovery.
         log_start = int(state.attrs.get("log_start_offset", 0)) if state else 0
         lease = PartitionLease(topic, topic_id, partition, view.leader_epoch + 1, view.version + 1, log_start)
-        recovered = await recover_tail(self.objects, self.meta, topic, topic_id, partition)
+        # After a graceful release the newest checkpoint is final (it was written with
+        # the release), so the previous owner's later commits need not be scanned.
+        recovered = await recover_tail(self.objects, self.meta, topic, topic_id, partition,
+                                       scan_log=state is None or view.owner_node is not None)
         snapshot = CheckpointInput(lease, recovered.start_offset, recovered.next_offset, recovered.max_timestamp,
                                    recovered.refs, recovered.producers)
         index_key = None
@@ -264,16 +268,17 @@ class LogWriter:
             self._index_seq += 1
             await self._put_object(index_key, encode_index((topic_id, partition, r) for r in recovered.refs))
         condition = ABSENT if state is None else where(version=view.version)
-        ops = [self.session.check_op(),
-               Put(state_item_of(lease, self.session.node_id, self.session.epoch), condition),
+        leased = state_item_of(lease, self.session.node_id, self.session.epoch)
+        ops = [self.session.check_op(), Put(leased, condition),
                Put(checkpoint_item(snapshot, self.session.name, self.next_seq, index_key), ABSENT)]
         try:
             await with_retries(lambda: self.meta.write(ops), self.backoff)
         except Conflict as exc:
             if exc.index == 0:
                 raise Fenced("session fenced while acquiring", session=self.session.name) from exc
-            raise LeaseHeld("lost the race for a partition", partition=f"{topic}-{partition}",
-                            current=exc.current) from exc
+            if not (exc.index == 1 and _same_item(exc.current, leased)):  # else: ours landed, reply lost
+                raise LeaseHeld("lost the race for a partition", partition=f"{topic}-{partition}",
+                                current=exc.current) from exc
         return RecoveredPartition(lease, recovered.next_offset, recovered.max_timestamp, recovered.producers)
 
     async def release(self, final: CheckpointInput, *, checkpointed: bool = False) -> None:
@@ -291,8 +296,8 @@ class LogWriter:
             await self._put_object(index_key, encode_index((lease.topic_id, lease.partition, r) for r in final.refs))
         released = PartitionLease(lease.topic, lease.topic_id, lease.partition, lease.leader_epoch,
                                   lease.version + 1, lease.log_start_offset)
-        ops = [self.session.check_op(),
-               Put(state_item_of(released, None, None), where(version=lease.version)),
+        freed = state_item_of(released, None, None)
+        ops = [self.session.check_op(), Put(freed, where(version=lease.version)),
                Put(checkpoint_item(final, self.session.name, self.next_seq, index_key), ABSENT)]
         if checkpointed:
             ops = ops[:2]
@@ -308,20 +313,30 @@ class LogWriter:
                 # case right after a forced checkpoint at shutdown).
                 await with_retries(lambda: self.meta.write(ops[:2]), self.backoff)
         except Conflict as exc:
+            if exc.index == 1 and _same_item(exc.current, freed):
+                return  # an earlier attempt of ours released it; only its reply was lost
             raise Fenced("lease lost before release", partition=f"{lease.topic}-{lease.partition}") from exc
 
     async def set_log_start(self, lease: PartitionLease, log_start_offset: int) -> None:
         """Advance the log start offset (retention, DeleteRecords), fenced by the lease version."""
         updated = PartitionLease(lease.topic, lease.topic_id, lease.partition, lease.leader_epoch,
                                  lease.version + 1, log_start_offset)
-        ops = [self.session.check_op(),
-               Put(state_item_of(updated, self.session.node_id, self.session.epoch), where(version=lease.version))]
+        item = state_item_of(updated, self.session.node_id, self.session.epoch)
+        ops = [self.session.check_op(), Put(item, where(version=lease.version))]
         try:
             await with_retries(lambda: self.meta.write(ops), self.backoff)
         except Conflict as exc:
-            raise Fenced("lease lost", partition=f"{lease.topic}-{lease.partition}") from exc
+            if not (exc.index == 1 and _same_item(exc.current, item)):  # else: ours landed, reply lost
+                raise Fenced("lease lost", partition=f"{lease.topic}-{lease.partition}") from exc
         lease.version = updated.version
         lease.log_start_offset = log_start_offset
+
+
+def _same_item(current: Item | None, written: Item) -> bool:
+    """Whether the store holds exactly what we tried to write.  A lease item carries a
+    version only the write conditioned on the previous version can produce, plus our
+    session, so equality proves our own write landed."""
+    return current is not None and current.attrs == written.attrs
 
 
 def checkpoint_item(part: CheckpointInput, session: str, log_from: int, index_key: str | None) -> Item:
@@ -362,14 +377,20 @@ async def read_segment_header(objects: ObjectStore, key: str):
 
 
 async def recover_tail(objects: ObjectStore, meta: MetaStore, topic: str, topic_id: str,
-                       partition: int) -> RecoveredTail:
-    """Rebuild a partition's committed state from its newest checkpoint plus the commit log after it."""
+                       partition: int, *, scan_log: bool = True) -> RecoveredTail:
+    """Rebuild a partition's committed state from its newest checkpoint plus the commit log after it.
+
+    ``scan_log=False`` trusts the newest checkpoint to be final: a graceful
+    release writes it in the same transaction that clears the owner.
+    """
     checkpoint = await latest_checkpoint(meta, topic_id, partition)
     if checkpoint is None:
         return RecoveredTail(0, 0, -1, [], ProducerStates())
     a = checkpoint.attrs
     end = int(a["end"])
     tail = RecoveredTail(end, end, int(a.get("max_ts", -1)), [], ProducerStates.from_json(a.get("producers")))
+    if not scan_log:
+        return tail
     log_from = int(a["log_from"])
     entries = await meta.query(keys.commit_log_pk(str(a["session"])),
                                after=keys.commit_log_sk(log_from - 1) if log_from > 0 else None)

@@ -352,7 +352,9 @@ def decode_records(batch: bytes | bytearray | memoryview) -> list[Record]:
     # codec errors (cramjam, gzip, zlib) and UnicodeDecodeError for header
     # keys; all of them mean the same thing to us.
     except Exception as exc:
-        raise CorruptData("record batch payload does not decode", base_offset=header.base_offset, error=repr(exc)) from exc
+        raise CorruptData(
+            "record batch payload does not decode", base_offset=header.base_offset, error=repr(exc)
+        ) from exc
     if len(raw) != header.record_count:
         raise CorruptData("record count does not match header", decoded=len(raw), record_count=header.record_count)
     records = [Record(r.offset, r.timestamp, r.key, r.value, tuple(r.headers)) for r in raw]

@@ -660,6 +660,11 @@ def decode_segment_header(prefix: bytes | bytearray | memoryview) -> SegmentHead
     )
 
 
+_SUMMARY_INTS: Final = (
+    "partition", "first_offset", "last_offset", "max_timestamp", "record_count", "position", "length", "crc32c",
+)
+
+
 def _summary_from_json(raw: Any) -> PartitionSummary:
     if not isinstance(raw, dict):
         raise CorruptData("segment summary entry is not an object")
@@ -674,8 +679,7 @@ def _summary_from_json(raw: Any) -> PartitionSummary:
         if not isinstance(item, list) or len(item) != 6 or not all(_is_long(v) for v in item):
             raise CorruptData("segment summary producer entry is malformed", topic=topic)
         producers.append(ProducerBatch(*item))
-    fields = ("partition", "first_offset", "last_offset", "max_timestamp", "record_count", "position", "length", "crc32c")
-    values = [raw.get(name) for name in fields]
+    values = [raw.get(name) for name in _SUMMARY_INTS]
     if not all(_is_long(v) for v in values):
         raise CorruptData("segment summary entry has a non-integer field", topic=topic)
     s = PartitionSummary(topic, *values, producers=tuple(producers))

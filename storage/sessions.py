@@ -4,17 +4,29 @@ One item per node id (``brokers`` / ``<node id>``).  Starting a broker bumps
 the item's ``epoch``, which ends the previous run's session: every commit the
 old run attempts is conditioned on its own epoch and fails from then on.
 Renewals bump ``heartbeat``; fencing sets ``fenced`` conditioned on the exact
-heartbeat observed (see `leases`).
+heartbeat observed (see `leases`); a graceful shutdown sets ``alive`` false.
+
+A session is *over* once its epoch moved on, it was fenced, or it closed,
+and an over session never comes back: every commit carries `check_op`
+(same epoch, unfenced, alive), so nothing it attempts afterwards lands.
+Garbage collection relies on that too (see `gc`).
+
+Every write here is conditioned on the heartbeat it read, and its reply can
+be lost (a timeout after DynamoDB applied it).  A retry then finds the
+heartbeat already bumped by our own lost write; `renew` and `close`
+recognise that case (same epoch, unfenced, heartbeat exactly one ahead)
+instead of mistaking it for being fenced.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from . import keys
 from .conditions import ABSENT, Check, Put, where
-from .errors import Conflict, Fenced
+from .errors import Conflict, Fenced, Unavailable
 from .leases import SessionView
 from .model import Item
 from .ports import MetaStore
@@ -61,48 +73,95 @@ class Session:
         return self.info.node_id
 
     def check_op(self) -> Check:
-        return Check(keys.BROKERS_PK, keys.broker_sk(self.node_id), where(epoch=self.epoch, fenced=False))
+        return Check(keys.BROKERS_PK, keys.broker_sk(self.node_id), where(epoch=self.epoch, fenced=False, alive=True))
 
     @classmethod
-    async def register(cls, meta: MetaStore, info: BrokerInfo, now_ms: int) -> "Session":
-        """Start a new session for ``info.node_id``, ending any previous one of that node."""
+    async def register(cls, meta: MetaStore, info: BrokerInfo, now_ms: int, attempts: int = 8) -> "Session":
+        """Start a new session for ``info.node_id``, ending any previous one of that node.
+
+        An unknown outcome is harmless here: the retry reads the item again and
+        takes the next epoch, so at worst one epoch is skipped.
+        """
         sk = keys.broker_sk(info.node_id)
-        while True:
-            current = await meta.get(keys.BROKERS_PK, sk)
-            epoch = 1 if current is None else int(current.attrs["epoch"]) + 1
-            attrs: dict[str, Any] = {
-                "node_id": info.node_id, "host": info.host, "port": info.port, "rack": info.rack,
-                "epoch": epoch, "heartbeat": 0, "fenced": False, "alive": True, "started_ms": now_ms,
-            }
-            item = Item(keys.BROKERS_PK, sk, attrs)
-            condition = ABSENT if current is None else where(epoch=epoch - 1, heartbeat=int(current.attrs["heartbeat"]))
+        for attempt in range(attempts):
             try:
+                current = await meta.get(keys.BROKERS_PK, sk)
+                epoch = 1 if current is None else int(current.attrs["epoch"]) + 1
+                attrs: dict[str, Any] = {
+                    "node_id": info.node_id, "host": info.host, "port": info.port, "rack": info.rack,
+                    "epoch": epoch, "heartbeat": 0, "fenced": False, "alive": True, "started_ms": now_ms,
+                }
+                item = Item(keys.BROKERS_PK, sk, attrs)
+                condition = ABSENT if current is None else where(epoch=epoch - 1, heartbeat=int(current.attrs["heartbeat"]))
                 await meta.write([Put(item, condition)])
             except Conflict:
                 continue
+            except Unavailable:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(min(2.0, 0.05 * 2 ** attempt))
+                continue
             return cls(meta, info, epoch, item)
+        raise Unavailable("could not register a broker session; the registry item keeps changing",
+                          node=info.node_id)
+
+    def _is_own_next(self, current: Item | None, heartbeat: int) -> bool:
+        """Whether ``current`` is our own earlier write (whose reply was lost) reaching ``heartbeat``."""
+        if current is None:
+            return False
+        a = current.attrs
+        return (int(a.get("epoch", -1)) == self.epoch and not a.get("fenced", False)
+                and int(a.get("heartbeat", -1)) == heartbeat)
 
     async def renew(self) -> None:
         """Bump our heartbeat; raises `Fenced` if another broker fenced us or we were restarted."""
-        attrs = dict(self._item.attrs)
-        attrs["heartbeat"] = int(attrs["heartbeat"]) + 1
-        item = Item(self._item.pk, self._item.sk, attrs)
-        try:
-            await self.meta.write([Put(item, where(epoch=self.epoch, fenced=False, heartbeat=int(self._item.attrs["heartbeat"])))])
-        except Conflict as exc:
-            raise Fenced("broker session is fenced", node=self.node_id, epoch=self.epoch, current=exc.current) from exc
-        self._item = item
+        for _ in range(2):
+            expected = int(self._item.attrs["heartbeat"])
+            attrs = dict(self._item.attrs)
+            attrs["heartbeat"] = expected + 1
+            item = Item(self._item.pk, self._item.sk, attrs)
+            try:
+                await self.meta.write([Put(item, where(epoch=self.epoch, fenced=False, heartbeat=expected))])
+            except Conflict as exc:
+                if self._is_own_next(exc.current, expected + 1):
+                    # An earlier renewal landed although we never heard back.  It may be
+                    # older than our trust window assumes, so renew once more.
+                    self._item = exc.current
+                    continue
+                raise Fenced("broker session is fenced", node=self.node_id, epoch=self.epoch,
+                             current=exc.current) from exc
+            self._item = item
+            return
+        raise Fenced("broker session heartbeat keeps moving under us", node=self.node_id, epoch=self.epoch)
 
     async def close(self) -> None:
-        """Mark the session over so others may take our leases at once (graceful shutdown)."""
-        attrs = dict(self._item.attrs)
-        attrs["alive"] = False
-        item = Item(self._item.pk, self._item.sk, attrs)
-        try:
-            await self.meta.write([Put(item, where(epoch=self.epoch, heartbeat=int(self._item.attrs["heartbeat"])))])
-        except Conflict:
-            return  # already fenced or restarted: nothing of ours to release
-        self._item = item
+        """Mark the session over so others may take our leases at once (graceful shutdown).
+
+        Also bumps the heartbeat, so a renewal still in flight cannot revive the
+        session; callers stop renewing first anyway.
+        """
+        for _ in range(3):
+            expected = int(self._item.attrs["heartbeat"])
+            attrs = dict(self._item.attrs)
+            attrs["alive"] = False
+            attrs["heartbeat"] = expected + 1
+            item = Item(self._item.pk, self._item.sk, attrs)
+            try:
+                await self.meta.write([Put(item, where(epoch=self.epoch, fenced=False, heartbeat=expected))])
+            except Conflict as exc:
+                if self._is_own_next(exc.current, expected + 1):
+                    if not exc.current.get("alive", True):
+                        self._item = exc.current
+                        return  # our close landed; its reply was lost
+                    self._item = exc.current  # a renewal landed meanwhile: close on top of it
+                    continue
+                return  # fenced or restarted: the session is over already
+            except Unavailable:
+                await asyncio.sleep(0.2)  # the retry recognises a close that did land
+                continue
+            self._item = item
+            return
+        # Still unknown: others take our leases once the session expires instead.
 
 
 async def list_sessions(meta: MetaStore) -> list[Item]:

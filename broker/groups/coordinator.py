@@ -3,9 +3,26 @@
 Each group's in-memory state is guarded by its own lock; a request that must
 wait (JoinGroup until the rebalance completes, SyncGroup until the leader's
 assignment arrives) takes a future under the lock and awaits it outside.
-Every new generation is stored (conditionally) before any member hears of
-it, and offset commits check that stored generation, so a stale member is
-fenced even by a coordinator that has just taken over.
+
+Invariants:
+
+* Every new generation is stored (conditionally) before any member hears of
+  it, and offset commits check that stored generation, so a stale member is
+  fenced even by a coordinator that has just taken over.  If storing a
+  generation fails, the group stays in PreparingRebalance with its old
+  generation and the background ticker retries; nobody is told anything.
+* A group is loaded from the store at most once per coordinator (loading may
+  move the stored generation on, see `_load`).
+* Member liveness follows Kafka: a member awaiting its JoinGroup or SyncGroup
+  answer is alive; any other member must be heard from (heartbeat, commit,
+  join, sync) within its session timeout, in every state.
+* Committed offsets expire as in Kafka (KIP-211): for a group that has had
+  members, once it has been Empty for the retention period; for offsets
+  committed from outside any group, a retention period after their last
+  commit; for a Stable consumer group, offsets of topics it no longer
+  subscribes to, a retention period after their last commit.  OffsetFetch
+  never returns an expired offset; a periodic sweep deletes them, and
+  removes Empty groups that have no offsets left.
 """
 
 from __future__ import annotations
@@ -16,16 +33,17 @@ import uuid
 from dataclasses import dataclass
 
 from tidelog.storage.clock import Clock
-from tidelog.storage.errors import Conflict
+from tidelog.storage.errors import Conflict, TidelogError
 from tidelog.storage.groups import CommittedOffset, GenerationFenced, GroupRecord, GroupStore
 
 from ..errors import ErrorCode
-from .state import COMPLETING, DEAD, EMPTY, PREPARING, STABLE, Group, Member
+from .state import COMPLETING, CONSUMER_PROTOCOL, DEAD, EMPTY, PREPARING, STABLE, Group, Member
 
 log = logging.getLogger("tidelog.groups")
 
 MAX_METADATA = 4096
 OFFSET_METADATA_TOO_LARGE = 12
+TICK_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,35 +68,49 @@ class SyncResult:
 class GroupCoordinator:
     def __init__(self, store: GroupStore, clock: Clock, *, initial_rebalance_delay_ms: int = 300,
                  min_session_timeout_ms: int = 1000, max_session_timeout_ms: int = 1_800_000,
-                 offsets_retention_ms: int = 7 * 24 * 3600 * 1000) -> None:
+                 offsets_retention_ms: int = 7 * 24 * 3600 * 1000,
+                 offsets_retention_check_interval_ms: int = 600_000) -> None:
         self.store = store
         self.clock = clock
         self.initial_delay = initial_rebalance_delay_ms
         self.min_session = min_session_timeout_ms
         self.max_session = max_session_timeout_ms
         self.offsets_retention_ms = offsets_retention_ms
+        self.retention_check_interval_ms = offsets_retention_check_interval_ms
         self.groups: dict[str, Group] = {}
         self._records: dict[str, GroupRecord | None] = {}
+        self._load_lock = asyncio.Lock()
         self._ticker: asyncio.Task | None = None
+        self._next_sweep_ms: int | None = None
+        self._stopped = False
 
     def start(self) -> None:
+        self._next_sweep_ms = self.clock.now_ms() + self.retention_check_interval_ms
         self._ticker = asyncio.create_task(self._tick_loop(), name="group-ticker")
 
     async def stop(self) -> None:
+        """Stop coordinating: waiting joins and syncs are told NOT_COORDINATOR, so clients look again."""
+        self._stopped = True
         if self._ticker is not None:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
         for group in self.groups.values():
             for m in group.members.values():
-                for fut in (m.join_future, m.sync_future):
-                    if fut is not None and not fut.done():
-                        fut.set_result(None)
+                _resolve(m.join_future, JoinResult(ErrorCode.NOT_COORDINATOR, member_id=m.member_id))
+                _resolve(m.sync_future, SyncResult(ErrorCode.NOT_COORDINATOR))
 
     # --- loading ------------------------------------------------------------------
     async def _group(self, name: str, create: bool) -> Group | None:
         group = self.groups.get(name)
         if group is not None:
             return group
+        async with self._load_lock:
+            group = self.groups.get(name)
+            if group is None:
+                group = await self._load(name, create)
+            return group
+
+    async def _load(self, name: str, create: bool) -> Group | None:
         record = await self.store.load(name)
         if record is None and not create:
             return None
@@ -95,8 +127,8 @@ class GroupCoordinator:
                 group.empty_since_ms = self.clock.now_ms()
                 record = await self._save(group, record)
         self._records[name] = record
-        self.groups[name] = self.groups.get(name, group)
-        return self.groups[name]
+        self.groups[name] = group
+        return group
 
     async def _save(self, group: Group, previous: GroupRecord | None = None) -> GroupRecord:
         previous = previous if previous is not None else self._records.get(group.name)
@@ -120,6 +152,8 @@ class GroupCoordinator:
     async def join(self, *, group_id: str, member_id: str, instance_id: str | None, client_id: str,
                    client_host: str, session_timeout_ms: int, rebalance_timeout_ms: int, protocol_type: str,
                    protocols: list[tuple[str, bytes]], require_known_member: bool) -> JoinResult:
+        if self._stopped:
+            return JoinResult(ErrorCode.NOT_COORDINATOR, member_id=member_id)
         if not group_id:
             return JoinResult(ErrorCode.INVALID_GROUP_ID, member_id=member_id)
         if not self.min_session <= session_timeout_ms <= self.max_session:
@@ -160,8 +194,7 @@ class GroupCoordinator:
                 member.session_timeout_ms = session_timeout_ms
                 member.rebalance_timeout_ms = rebalance_timeout_ms
                 member.last_seen_ms = now
-            if member.join_future is not None and not member.join_future.done():
-                member.join_future.set_result(JoinResult(ErrorCode.REBALANCE_IN_PROGRESS, member_id=member_id))
+            _resolve(member.join_future, JoinResult(ErrorCode.REBALANCE_IN_PROGRESS, member_id=member_id))
             member.join_future = asyncio.get_running_loop().create_future()
             future = member.join_future
             if group.state != PREPARING:
@@ -172,22 +205,25 @@ class GroupCoordinator:
     async def _rejoin_static(self, group: Group, instance_id: str, client_id: str, client_host: str,
                              session_timeout_ms: int, rebalance_timeout_ms: int, protocol_type: str,
                              protocols: list[tuple[str, bytes]], now: int) -> JoinResult:
-        """A restarted static member takes over its old identity without a rebalance when nothing changed."""
+        """A restarted static member takes over its old identity, without a rebalance when that changes nothing.
+
+        As in Kafka, "nothing" means the group is Stable, the member does not
+        lead it, and the protocol the group would choose is still the one it
+        uses; the old process, if still alive, is fenced from now on.
+        """
         old_id = group.instances[instance_id]
         old = group.members.pop(old_id)
-        for fut in (old.join_future, old.sync_future):
-            if fut is not None and not fut.done():
-                fut.set_result(JoinResult(ErrorCode.FENCED_INSTANCE_ID, member_id=old_id) if fut is old.join_future
-                               else SyncResult(ErrorCode.FENCED_INSTANCE_ID))
+        _resolve(old.join_future, JoinResult(ErrorCode.FENCED_INSTANCE_ID, member_id=old_id))
+        _resolve(old.sync_future, SyncResult(ErrorCode.FENCED_INSTANCE_ID))
         new_id = f"{client_id or 'member'}-{uuid.uuid4()}"
         member = Member(new_id, instance_id, client_id, client_host, session_timeout_ms, rebalance_timeout_ms,
                         protocol_type, list(protocols), now, assignment=old.assignment)
         group.members[new_id] = member
         group.instances[instance_id] = new_id
-        if group.leader == old_id:
+        was_leader = group.leader == old_id
+        if was_leader:
             group.leader = new_id
-        unchanged = old.protocols == member.protocols
-        if group.state == STABLE and unchanged and group.leader != new_id:
+        if group.state == STABLE and not was_leader and group.select_protocol() == group.protocol:
             return JoinResult(ErrorCode.NONE, group.generation, group.protocol_type, group.protocol, group.leader,
                               new_id)
         member.join_future = asyncio.get_running_loop().create_future()
@@ -200,44 +236,57 @@ class GroupCoordinator:
     def _prepare_rebalance(self, group: Group, now: int) -> None:
         if group.state == COMPLETING:
             for m in group.members.values():
-                if m.sync_future is not None and not m.sync_future.done():
-                    m.sync_future.set_result(SyncResult(ErrorCode.REBALANCE_IN_PROGRESS))
+                _resolve(m.sync_future, SyncResult(ErrorCode.REBALANCE_IN_PROGRESS))
+                m.sync_future = None
         was_empty = group.state == EMPTY
         group.state = PREPARING
         group.rebalance_started_ms = now
         group.join_not_before_ms = now + (self.initial_delay if was_empty else 0)
 
     async def _maybe_complete_join(self, group: Group, *, timed_out: bool = False) -> None:
+        """Start the next generation once every member has rejoined (or the rebalance timed out)."""
         if group.state != PREPARING:
             return
         now = self.clock.now_ms()
         if not timed_out and not (group.all_joined() and now >= group.join_not_before_ms):
             return
-        for member_id in [m for m, member in group.members.items() if member.join_future is None]:
+        # Dynamic members that did not rejoin are out; static ones keep their place
+        # (their session timeout decides), so a bouncing static member moves nothing.
+        for member_id in [m for m, member in group.members.items()
+                          if member.join_future is None and not member.is_static]:
             self._remove(group, member_id)
         group.pending.clear()
+        before = (group.generation, group.protocol_type, group.protocol, group.leader, group.empty_since_ms)
         group.generation += 1
-        if not group.members:
-            group.state = EMPTY
+        if group.members:
+            group.protocol_type = next(iter(group.members.values())).protocol_type
+            group.protocol = group.select_protocol()
+            if group.leader not in group.members or group.members[group.leader].join_future is None:
+                joined = [m for m, member in group.members.items() if member.join_future is not None]
+                group.leader = joined[0] if joined else next(iter(group.members))
+            group.empty_since_ms = None
+        else:
             group.protocol = None
             group.leader = None
             group.empty_since_ms = now
+        try:
             await self._save(group)
+        except TidelogError as exc:
+            (group.generation, group.protocol_type, group.protocol, group.leader, group.empty_since_ms) = before
+            log.warning("cannot store the next generation; retrying", extra={"group": group.name, "error": str(exc)})
             return
-        group.protocol_type = next(iter(group.members.values())).protocol_type
-        group.protocol = group.select_protocol()
-        if group.leader not in group.members:
-            group.leader = next(iter(group.members))
+        if not group.members:
+            group.state = EMPTY
+            return
         group.state = COMPLETING
-        group.empty_since_ms = None
-        await self._save(group)
         listing = tuple((m.member_id, m.instance_id, m.metadata_for(group.protocol)) for m in group.members.values())
         for m in group.members.values():
+            if m.join_future is None:
+                continue  # an absent static member: assigned by the leader, answered if it returns
             m.last_seen_ms = now
-            result = JoinResult(ErrorCode.NONE, group.generation, group.protocol_type, group.protocol, group.leader,
-                                m.member_id, listing if m.member_id == group.leader else ())
-            if m.join_future is not None and not m.join_future.done():
-                m.join_future.set_result(result)
+            _resolve(m.join_future, JoinResult(ErrorCode.NONE, group.generation, group.protocol_type, group.protocol,
+                                               group.leader, m.member_id,
+                                               listing if m.member_id == group.leader else ()))
             m.join_future = None
 
     def _remove(self, group: Group, member_id: str) -> None:
@@ -246,15 +295,15 @@ class GroupCoordinator:
             return
         if member.instance_id is not None and group.instances.get(member.instance_id) == member_id:
             del group.instances[member.instance_id]
-        if member.join_future is not None and not member.join_future.done():
-            member.join_future.set_result(JoinResult(ErrorCode.UNKNOWN_MEMBER_ID, member_id=member_id))
-        if member.sync_future is not None and not member.sync_future.done():
-            member.sync_future.set_result(SyncResult(ErrorCode.UNKNOWN_MEMBER_ID))
+        _resolve(member.join_future, JoinResult(ErrorCode.UNKNOWN_MEMBER_ID, member_id=member_id))
+        _resolve(member.sync_future, SyncResult(ErrorCode.UNKNOWN_MEMBER_ID))
 
     # --- sync ------------------------------------------------------------------------
     async def sync(self, *, group_id: str, generation: int, member_id: str, instance_id: str | None,
                    protocol_type: str | None, protocol: str | None,
                    assignments: list[tuple[str, bytes]]) -> SyncResult:
+        if self._stopped:
+            return SyncResult(ErrorCode.NOT_COORDINATOR)
         group = await self._group(group_id, create=False)
         if group is None:
             return SyncResult(ErrorCode.UNKNOWN_MEMBER_ID)
@@ -271,6 +320,7 @@ class GroupCoordinator:
                 return SyncResult(ErrorCode.REBALANCE_IN_PROGRESS)
             if group.state == STABLE:
                 return SyncResult(ErrorCode.NONE, member.assignment, group.protocol_type, group.protocol)
+            _resolve(member.sync_future, SyncResult(ErrorCode.REBALANCE_IN_PROGRESS))
             member.sync_future = asyncio.get_running_loop().create_future()
             future = member.sync_future
             if member_id == group.leader:
@@ -279,14 +329,15 @@ class GroupCoordinator:
                     m.assignment = given.get(m.member_id, b"")
                 group.state = STABLE
                 for m in group.members.values():
-                    if m.sync_future is not None and not m.sync_future.done():
-                        m.sync_future.set_result(SyncResult(ErrorCode.NONE, m.assignment, group.protocol_type,
-                                                            group.protocol))
+                    _resolve(m.sync_future, SyncResult(ErrorCode.NONE, m.assignment, group.protocol_type,
+                                                       group.protocol))
                     m.sync_future = None
         return await future
 
     def _validate_member(self, group: Group, member: Member | None, member_id: str, instance_id: str | None,
                          generation: int) -> int:
+        if group.state == DEAD:
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
         if instance_id is not None:
             owner = group.instances.get(instance_id)
             if owner is not None and owner != member_id:
@@ -299,6 +350,8 @@ class GroupCoordinator:
 
     # --- heartbeat and leave -------------------------------------------------------------
     async def heartbeat(self, *, group_id: str, generation: int, member_id: str, instance_id: str | None) -> int:
+        if self._stopped:
+            return ErrorCode.NOT_COORDINATOR
         group = await self._group(group_id, create=False)
         if group is None:
             return ErrorCode.UNKNOWN_MEMBER_ID
@@ -313,6 +366,8 @@ class GroupCoordinator:
             return ErrorCode.NONE
 
     async def leave(self, *, group_id: str, members: list[tuple[str, str | None]]) -> tuple[int, list[int]]:
+        if self._stopped:
+            return ErrorCode.NOT_COORDINATOR, [ErrorCode.NOT_COORDINATOR] * len(members)
         group = await self._group(group_id, create=False)
         if group is None:
             return ErrorCode.NONE, [ErrorCode.UNKNOWN_MEMBER_ID] * len(members)
@@ -328,6 +383,11 @@ class GroupCoordinator:
                         errors.append(ErrorCode.FENCED_INSTANCE_ID)
                         continue
                     member_id = owner
+                if member_id in group.pending:
+                    # It was handed a member id but never joined: stop waiting for it.
+                    del group.pending[member_id]
+                    errors.append(ErrorCode.NONE)
+                    continue
                 if member_id not in group.members:
                     errors.append(ErrorCode.UNKNOWN_MEMBER_ID)
                     continue
@@ -347,15 +407,29 @@ class GroupCoordinator:
         if group.state == PREPARING:
             await self._maybe_complete_join(group, timed_out=not group.members or group.all_joined())
 
-    # --- background expiry --------------------------------------------------------------------
+    # --- background maintenance -----------------------------------------------------------------
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(0.1)
-            for group in list(self.groups.values()):
-                try:
-                    await self._tick(group)
-                except Exception:  # noqa: BLE001 - one group's trouble must not stop the rest
-                    log.exception("group maintenance failed", extra={"group": group.name})
+            await asyncio.sleep(TICK_S)
+            await self.run_maintenance()
+
+    async def run_maintenance(self) -> None:
+        """One pass of what the background ticker does: expire sessions, finish rebalances, expire offsets.
+
+        Public so tests driving a manual clock can run it without the ticker.
+        """
+        for group in list(self.groups.values()):
+            try:
+                await self._tick(group)
+            except Exception:  # noqa: BLE001 - one group's trouble must not stop the rest
+                log.exception("group maintenance failed", extra={"group": group.name})
+        now = self.clock.now_ms()
+        if self._next_sweep_ms is None or now >= self._next_sweep_ms:
+            self._next_sweep_ms = now + self.retention_check_interval_ms
+            try:
+                await self.expire_offsets()
+            except TidelogError as exc:
+                log.warning("offset expiry failed; retrying at the next sweep", extra={"error": str(exc)})
 
     async def _tick(self, group: Group) -> None:
         now = self.clock.now_ms()
@@ -363,29 +437,35 @@ class GroupCoordinator:
             for member_id, deadline in list(group.pending.items()):
                 if now > deadline:
                     del group.pending[member_id]
-            if group.state in (STABLE, COMPLETING):
+            if group.state in (STABLE, COMPLETING, PREPARING):
+                # Members awaiting a join or sync answer are alive by definition.
                 expired = [m.member_id for m in group.members.values()
-                           if m.sync_future is None and now - m.last_seen_ms > m.session_timeout_ms]
+                           if m.join_future is None and m.sync_future is None
+                           and now - m.last_seen_ms > m.session_timeout_ms]
                 if expired:
                     for member_id in expired:
                         log.info("member session expired", extra={"group": group.name, "member": member_id})
                         self._remove(group, member_id)
                     await self._membership_changed(group)
-            elif group.state == PREPARING:
-                if now >= group.rebalance_deadline_ms() or not group.members:
-                    await self._maybe_complete_join(group, timed_out=True)
-                else:
-                    await self._maybe_complete_join(group)
+            if group.state == PREPARING:
+                await self._maybe_complete_join(group, timed_out=now >= group.rebalance_deadline_ms()
+                                                or not group.members)
 
     # --- offsets -----------------------------------------------------------------------------------
     async def commit_offsets(self, *, group_id: str, generation: int, member_id: str, instance_id: str | None,
                              offsets: list[CommittedOffset]) -> int:
         """Returns one error code for the whole commit (per-partition validation is the caller's)."""
+        if self._stopped:
+            return ErrorCode.NOT_COORDINATOR
         if not group_id:
             return ErrorCode.INVALID_GROUP_ID
         group = await self._group(group_id, create=True)
         async with group.lock:
-            if generation < 0 and not member_id:
+            if group.state == DEAD:
+                return ErrorCode.COORDINATOR_NOT_AVAILABLE
+            outsider = generation < 0 and not member_id and instance_id is None
+            if outsider:
+                # Kafka lets a consumer outside any group commit only while the group is empty.
                 if group.members:
                     return ErrorCode.UNKNOWN_MEMBER_ID
             else:
@@ -397,34 +477,65 @@ class GroupCoordinator:
                     return ErrorCode.REBALANCE_IN_PROGRESS
                 member.last_seen_ms = self.clock.now_ms()
             try:
-                await self.store.commit(group_id, generation if member_id else -1, offsets)
+                await self.store.commit(group_id, -1 if outsider else generation, offsets)
             except GenerationFenced:
                 return ErrorCode.ILLEGAL_GENERATION
-            if generation < 0 and not member_id:
+            if outsider:
                 self._records[group_id] = await self.store.load(group_id)
             return ErrorCode.NONE
 
     async def fetch_offsets(self, group_id: str) -> dict[tuple[str, int], CommittedOffset]:
+        """The group's committed offsets, never including one that has expired (see the module docstring)."""
         group = await self._group(group_id, create=False)
-        offsets = {(o.topic, o.partition): o for o in await self.store.offsets(group_id)}
-        if group is not None and not group.members and group.empty_since_ms is not None:
-            if self.clock.now_ms() - group.empty_since_ms > self.offsets_retention_ms and offsets:
-                await self.store.delete_offsets(group_id, list(offsets))
-                return {}
-        return offsets
+        committed = await self.store.offsets(group_id)
+        if group is None:
+            return {(o.topic, o.partition): o for o in committed}
+        expired = {(o.topic, o.partition) for o in self._expired(group, committed)}
+        return {(o.topic, o.partition): o for o in committed if (o.topic, o.partition) not in expired}
 
-    async def forget(self, should_forget) -> None:
-        """Drop in-memory state of groups another broker now coordinates (or all, after
-        our session was fenced).  Waiting members are told NOT_COORDINATOR and will
-        rediscover the coordinator, which reloads the group from the store."""
-        for name in [n for n in self.groups if should_forget(n)]:
-            group = self.groups.pop(name)
-            self._records.pop(name, None)
-            for m in group.members.values():
-                if m.join_future is not None and not m.join_future.done():
-                    m.join_future.set_result(JoinResult(ErrorCode.NOT_COORDINATOR, member_id=m.member_id))
-                if m.sync_future is not None and not m.sync_future.done():
-                    m.sync_future.set_result(SyncResult(ErrorCode.NOT_COORDINATOR))
+    def _expired(self, group: Group, offsets: list[CommittedOffset]) -> list[CommittedOffset]:
+        now = self.clock.now_ms()
+        retention = self.offsets_retention_ms
+        if group.state == EMPTY and group.protocol_type:
+            # A group that had members: everything goes once it has been empty long enough.
+            since = group.empty_since_ms
+            return [o for o in offsets if now - (since if since is not None else o.commit_ms) >= retention]
+        if group.state == EMPTY:
+            # Offsets committed from outside any group: each by its own last commit.
+            return [o for o in offsets if now - o.commit_ms >= retention]
+        if group.state == STABLE and group.protocol_type == CONSUMER_PROTOCOL:
+            subscribed = group.subscribed_topics()
+            if subscribed is not None:
+                return [o for o in offsets if o.topic not in subscribed and now - o.commit_ms >= retention]
+        return []
+
+    async def expire_offsets(self) -> None:
+        """Delete expired offsets of every stored group; remove Empty groups left with no offsets."""
+        names = set(await self.store.list_names()) | set(self.groups)
+        for name in sorted(names):
+            group = await self._group(name, create=False)
+            if group is None:
+                continue
+            async with group.lock:
+                if group.state == DEAD:
+                    continue
+                committed = await self.store.offsets(name)
+                expired = self._expired(group, committed)
+                if expired:
+                    deleted = await self.store.expire_offsets(name, expired)
+                    log.info("expired committed offsets", extra={"group": name, "count": deleted})
+                    if deleted < len(expired):
+                        continue
+                if group.state == EMPTY and not group.members and not group.pending and \
+                        len(committed) == len(expired):
+                    await self.store.delete_group(name, await self.store.load(name))
+                    self._forget(group)
+                    log.info("removed empty group", extra={"group": name})
+
+    def _forget(self, group: Group) -> None:
+        group.state = DEAD
+        self.groups.pop(group.name, None)
+        self._records.pop(group.name, None)
 
     # --- admin ----------------------------------------------------------------------------------------
     async def list_groups(self) -> list[Group]:
@@ -440,31 +551,48 @@ class GroupCoordinator:
         return await self._group(group_id, create=False)
 
     async def delete_group(self, group_id: str) -> int:
+        if self._stopped:
+            return ErrorCode.NOT_COORDINATOR
         group = await self._group(group_id, create=False)
         if group is None:
             return ErrorCode.GROUP_ID_NOT_FOUND
         async with group.lock:
+            if group.state == DEAD:
+                return ErrorCode.GROUP_ID_NOT_FOUND
             if group.members:
                 return ErrorCode.NON_EMPTY_GROUP
             await self.store.delete_group(group_id, await self.store.load(group_id))
-            group.state = DEAD
-            self.groups.pop(group_id, None)
-            self._records.pop(group_id, None)
+            self._forget(group)
         return ErrorCode.NONE
 
-    async def delete_offsets(self, group_id: str, partitions: list[tuple[str, int]],
-                             subscribed: set[str]) -> tuple[int, dict[tuple[str, int], int]]:
+    async def delete_offsets(self, group_id: str,
+                             partitions: list[tuple[str, int]]) -> tuple[int, dict[tuple[str, int], int]]:
+        """OffsetDelete, with Kafka's rules: an Empty group loses any offsets; a consumer group with
+        members keeps those of topics it subscribes to (GROUP_SUBSCRIBED_TO_TOPIC); other
+        groups with members refuse (NON_EMPTY_GROUP)."""
+        if self._stopped:
+            return ErrorCode.NOT_COORDINATOR, {}
         group = await self._group(group_id, create=False)
         if group is None:
             return ErrorCode.GROUP_ID_NOT_FOUND, {}
-        errors = {}
-        deletable = []
-        for tp in partitions:
-            if group.members and tp[0] in subscribed:
-                errors[tp] = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC
+        async with group.lock:
+            if group.state == DEAD:
+                return ErrorCode.GROUP_ID_NOT_FOUND, {}
+            if not group.members:
+                subscribed: set[str] = set()
+            elif group.protocol_type == CONSUMER_PROTOCOL:
+                known = group.subscribed_topics()
+                subscribed = {t for t, _ in partitions} if known is None else known
             else:
-                errors[tp] = ErrorCode.NONE
-                deletable.append(tp)
-        if deletable:
-            await self.store.delete_offsets(group_id, deletable)
+                return ErrorCode.NON_EMPTY_GROUP, {}
+            errors = {tp: ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC if tp[0] in subscribed else ErrorCode.NONE
+                      for tp in partitions}
+            deletable = [tp for tp, e in errors.items() if e == ErrorCode.NONE]
+            if deletable:
+                await self.store.delete_offsets(group_id, deletable)
         return ErrorCode.NONE, errors
+
+
+def _resolve(future: asyncio.Future | None, result: object) -> None:
+    if future is not None and not future.done():
+        future.set_result(result)

@@ -8,6 +8,7 @@ change, and Dead once deleted.
 from __future__ import annotations
 
 import asyncio
+import struct
 from dataclasses import dataclass, field
 
 EMPTY = "Empty"
@@ -40,6 +41,10 @@ class Member:
 
     def protocol_names(self) -> list[str]:
         return [name for name, _ in self.protocols]
+
+    @property
+    def is_static(self) -> bool:
+        return self.instance_id is not None
 
 
 @dataclass(slots=True)
@@ -98,3 +103,45 @@ class Group:
         for m in self.members.values():
             common &= set(m.protocol_names())
         return bool(common)
+
+    def subscribed_topics(self) -> set[str] | None:
+        """Topics the members subscribe to, or None when that cannot be known.
+
+        Only consumer-protocol groups say what they subscribe to (the
+        subscription's topic list leads every version of its layout).  None
+        means "assume every topic", which is what offset deletion and expiry
+        need to stay safe.
+        """
+        if self.protocol_type != CONSUMER_PROTOCOL or self.protocol is None or not self.members:
+            return None
+        topics: set[str] = set()
+        for m in self.members.values():
+            parsed = subscription_topics(m.metadata_for(self.protocol))
+            if parsed is None:
+                return None
+            topics |= parsed
+        return topics
+
+
+CONSUMER_PROTOCOL = "consumer"
+
+
+def subscription_topics(data: bytes) -> set[str] | None:
+    """The topic list of a consumer-protocol subscription (int16 version, then topics[]), or None if malformed."""
+    try:
+        pos = 2
+        (count,) = struct.unpack_from(">i", data, pos)
+        pos += 4
+        if count < 0:
+            return None
+        topics = set()
+        for _ in range(count):
+            (length,) = struct.unpack_from(">h", data, pos)
+            pos += 2
+            if length < 0 or pos + length > len(data):
+                return None
+            topics.add(data[pos:pos + length].decode())
+            pos += length
+        return topics
+    except (struct.error, UnicodeDecodeError):
+        return None

@@ -24,7 +24,7 @@ async def fetch(ctx: BrokerContext, request: wire.DecodedRequest):
     max_bytes = body.max_bytes if v >= 3 and body.max_bytes > 0 else 2**31 - 1
     by_id = {}
     if v >= 13:
-        by_id = {uuid.UUID(t.topic_id): t.name for t in await ctx.catalog.list()}
+        by_id = await _names_by_id(ctx, [t.topic_id for t in body.topics])
 
     while True:
         remaining = max_bytes
@@ -58,6 +58,19 @@ async def fetch(ctx: BrokerContext, request: wire.DecodedRequest):
             break
         await ctx.logs.wait_for_data(left)
     return R(throttle_time_ms=0, error_code=0, session_id=0, responses=topics)
+
+
+async def _names_by_id(ctx: BrokerContext, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Topic names for Fetch v13+ topic ids.
+
+    Tailing librdkafka consumers send a Fetch every few hundred ms, so the
+    topics this broker already knows answer; the catalog (one Query) is read
+    only for an id it has not seen.
+    """
+    known = {uuid.UUID(t.topic_id): t.name for t in ctx.logs.topics.values()}
+    if all(i in known for i in ids):
+        return known
+    return {uuid.UUID(t.topic_id): t.name for t in await ctx.catalog.list()}
 
 
 async def list_offsets(ctx: BrokerContext, request: wire.DecodedRequest):

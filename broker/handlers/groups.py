@@ -3,15 +3,19 @@ OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelet
 
 from __future__ import annotations
 
-import struct
+import functools
+import logging
 
+from tidelog.storage.errors import Unavailable
 from tidelog.storage.groups import CommittedOffset
 
 from .. import wire
 from ..context import BrokerContext
-from ..server import CLIENT_HOST
+from ..server import CLIENT_HOST, RequestRefused
 from ..errors import ErrorCode
 from ..groups.coordinator import MAX_METADATA
+
+log = logging.getLogger("tidelog.groups")
 
 (OFFSET_COMMIT, OFFSET_FETCH, FIND_COORDINATOR, JOIN_GROUP, HEARTBEAT, LEAVE_GROUP, SYNC_GROUP,
  DESCRIBE_GROUPS, LIST_GROUPS, DELETE_GROUPS, OFFSET_DELETE) = 8, 9, 10, 11, 12, 13, 14, 15, 16, 42, 47
@@ -191,7 +195,7 @@ async def list_groups(ctx: BrokerContext, request: wire.DecodedRequest):
     for g in await ctx.groups.list_groups():
         if wanted and g.state not in wanted:
             continue
-        out.append(R.ListedGroup(group_id=g.name, protocol_type=g.protocol_type or "consumer", group_state=g.state))
+        out.append(R.ListedGroup(group_id=g.name, protocol_type=g.protocol_type or "", group_state=g.state))
     return R(throttle_time_ms=0, error_code=0, groups=out)
 
 
@@ -223,42 +227,35 @@ async def delete_groups(ctx: BrokerContext, request: wire.DecodedRequest):
     return R(throttle_time_ms=0, results=results)
 
 
-def _subscribed_topics(group) -> set[str]:
-    """Topics in the members' consumer-protocol subscriptions (v0+ layout: version, topics[])."""
-    topics: set[str] = set()
-    if group is None or group.protocol_type != "consumer":
-        return topics
-    for m in group.members.values():
-        data = m.metadata_for(group.protocol)
-        try:
-            pos = 2
-            (count,) = struct.unpack_from(">i", data, pos)
-            pos += 4
-            for _ in range(count):
-                (length,) = struct.unpack_from(">h", data, pos)
-                pos += 2
-                topics.add(data[pos:pos + length].decode())
-                pos += length
-        except (struct.error, UnicodeDecodeError):
-            continue
-    return topics
-
-
 async def offset_delete(ctx: BrokerContext, request: wire.DecodedRequest):
     b = request.body
     R = wire.response_class(OFFSET_DELETE, request.api_version)
     TR = R.OffsetDeleteResponseTopic
     PR = TR.OffsetDeleteResponsePartition
-    group = await ctx.groups.describe(b.group_id)
     wanted = [(t.name, p.partition_index) for t in b.topics for p in t.partitions]
-    error, errors = await ctx.groups.delete_offsets(b.group_id, wanted, _subscribed_topics(group))
+    error, errors = await ctx.groups.delete_offsets(b.group_id, wanted)
     topics = [TR(name=t.name, partitions=[PR(partition_index=p.partition_index,
                                               error_code=errors.get((t.name, p.partition_index), error))
                                            for p in t.partitions]) for t in b.topics]
     return R(error_code=error, throttle_time_ms=0, topics=topics)
 
 
-HANDLERS = {FIND_COORDINATOR: find_coordinator, JOIN_GROUP: join_group, SYNC_GROUP: sync_group,
-            HEARTBEAT: heartbeat, LEAVE_GROUP: leave_group, OFFSET_COMMIT: offset_commit,
-            OFFSET_FETCH: offset_fetch, LIST_GROUPS: list_groups, DESCRIBE_GROUPS: describe_groups,
-            DELETE_GROUPS: delete_groups, OFFSET_DELETE: offset_delete}
+def _store_outage_refused(handler):
+    """A group-store outage answers COORDINATOR_NOT_AVAILABLE, which every client meets by
+    finding the coordinator again and retrying, rather than UNKNOWN_SERVER_ERROR."""
+
+    @functools.wraps(handler)
+    async def guarded(ctx: BrokerContext, request: wire.DecodedRequest):
+        try:
+            return await handler(ctx, request)
+        except Unavailable as exc:
+            log.warning("group store unavailable", extra={"api": handler.__name__, "error": str(exc)})
+            raise RequestRefused(ErrorCode.COORDINATOR_NOT_AVAILABLE) from exc
+
+    return guarded
+
+
+HANDLERS = {api: _store_outage_refused(fn) for api, fn in {
+    FIND_COORDINATOR: find_coordinator, JOIN_GROUP: join_group, SYNC_GROUP: sync_group, HEARTBEAT: heartbeat,
+    LEAVE_GROUP: leave_group, OFFSET_COMMIT: offset_commit, OFFSET_FETCH: offset_fetch, LIST_GROUPS: list_groups,
+    DESCRIBE_GROUPS: describe_groups, DELETE_GROUPS: delete_groups, OFFSET_DELETE: offset_delete}.items()}

@@ -254,6 +254,7 @@ def _consume_confluent(bootstrap, topic, partition, count, start, max_fetch_byte
             "enable.auto.offset.store": False, "auto.offset.reset": "error"}
     if max_fetch_bytes:
         conf.update({"fetch.max.bytes": max_fetch_bytes, "max.partition.fetch.bytes": max_fetch_bytes,
+                     "message.max.bytes": max(1000, min(max_fetch_bytes, 1_000_000)),
                      "receive.message.max.bytes": max_fetch_bytes + 65536})
     consumer = Consumer(conf)
     try:
@@ -369,6 +370,7 @@ def _consume_kcat(bootstrap, topic, partition, count, start, max_fetch_bytes, ti
             "-J", "-q", "-X", "auto.offset.reset=error"]
     if max_fetch_bytes:
         args += ["-X", f"fetch.max.bytes={max_fetch_bytes}", "-X", f"max.partition.fetch.bytes={max_fetch_bytes}",
+                 "-X", f"message.max.bytes={max(1000, min(max_fetch_bytes, 1_000_000))}",
                  "-X", f"receive.message.max.bytes={max_fetch_bytes + 65536}"]
     try:
         done = subprocess.run(args, capture_output=True, timeout=timeout)

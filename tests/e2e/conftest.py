@@ -108,10 +108,12 @@ class Brokers:
         return Storage(self.backend, self.tmp, self.moto_url)
 
     def start(self, storage: Storage | None = None, *, port: int | None = None,
-              extra_args: list[str] | None = None) -> BrokerProcess:
+              extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> BrokerProcess:
+        """A running broker; ``env`` adds ``TIDELOG_*`` settings that have no CLI flag."""
         storage = storage or self.storage()
         proc = BrokerProcess(data_dir=storage.data_dir, aws=storage.aws, port=port, extra_args=extra_args or [],
-                             env={k: v for k, v in _subprocess_env().items() if k.startswith("AWS_")})
+                             env={**{k: v for k, v in _subprocess_env().items() if k.startswith("AWS_")},
+                                  **(env or {})})
         proc.storage = storage
         try:
             proc.start()
@@ -124,7 +126,8 @@ class Brokers:
     def restart(self, old: BrokerProcess, *, extra_args: list[str] | None = None) -> BrokerProcess:
         """A new broker process on ``old``'s port and storage (``old`` must have exited)."""
         assert old.proc is not None and old.proc.poll() is not None, "stop or kill the old broker first"
-        return self.start(old.storage, port=old.port, extra_args=old.extra_args if extra_args is None else extra_args)
+        return self.start(old.storage, port=old.port, extra_args=old.extra_args if extra_args is None else extra_args,
+                          env={k: v for k, v in old.env.items() if k.startswith("TIDELOG_")})
 
     def close(self) -> list[str]:
         """Stop every broker still running; returns the problems found (unclean exits, logged bugs)."""

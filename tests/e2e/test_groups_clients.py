@@ -15,19 +15,27 @@ import time
 import pytest
 
 from tests.support.groups import (
+    PARTITIONS,
     Consumption,
     Feeder,
     Worker,
+    committed,
     create_topic,
     describe_all,
     produce,
-    stop_all,
+    split_evenly,
+    start,
+    three_clients_read_every_record_once,
     wait_until,
+    workers,  # noqa: F401 - fixture
 )
 
 SESSION_MS = 6000
 REBALANCE_BOUND_S = 2 * SESSION_MS / 1000 + 5
-PARTITIONS = 6
+# Who stays when a member of each client library goes, so every library plays both parts.
+PARTNER = {"confluent": "aiokafka", "kafka-python": "confluent", "aiokafka": "kafka-python"}
+# librdkafka's text for FENCED_INSTANCE_ID (82); it surfaces the error as _FATAL with this text.
+FENCED_INSTANCE_TEXT = "Static consumer fenced by other consumer with same group.instance.id"
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -36,39 +44,6 @@ pytestmark = pytest.mark.timeout(180)
 def backend() -> str:
     """These scenarios run on the embedded store; `test_groups_aws` runs the core one on S3 + DynamoDB."""
     return "embedded"
-
-
-@pytest.fixture
-def workers():
-    started: list[Worker] = []
-    yield started
-    stop_all(started)
-    for w in started:
-        w.kill()
-
-
-def start(workers: list[Worker], *args, **kwargs) -> Worker:
-    w = Worker(*args, **kwargs).start()
-    workers.append(w)
-    return w
-
-
-def split_evenly(members: list[Worker], topic: str, partitions: int = PARTITIONS) -> bool:
-    """Every member owns something and together they own each partition exactly once."""
-    owned = [w.owned() for w in members]
-    every = [tp for o in owned for tp in o]
-    return all(owned) and sorted(every) == [(topic, p) for p in range(partitions)]
-
-
-def committed(bootstrap: str, group: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=20)
-    finally:
-        c.close()
-    return {tp.partition: tp.offset for tp in tps}
 
 
 def assert_no_skips_and_only_uncommitted_rereads(members: list[Worker], feeder: Feeder) -> None:
@@ -80,34 +55,7 @@ def assert_no_skips_and_only_uncommitted_rereads(members: list[Worker], feeder: 
 
 # --- exactly once without failures ------------------------------------------------------------------------------
 def test_three_client_libraries_split_a_topic_and_read_every_record_once(broker, tmp_path, workers):
-    topic = create_topic(broker.bootstrap, PARTITIONS)
-    group = f"g-{topic}"
-    produce(broker.bootstrap, topic, PARTITIONS, 50)
-    # Each client keeps its own default assignor list; the coordinator must pick
-    # the one protocol all three share (aiokafka offers only roundrobin).
-    members = [start(workers, client, broker.bootstrap, group, topic, tmp_path, assignor="default")
-               for client in ("confluent", "kafka-python", "aiokafka")]
-    wait_until(lambda: split_evenly(members, topic), 60, "three members sharing six partitions",
-               describe_all(members))
-    assert _group_protocol(broker.bootstrap, group) == "roundrobin"
-    produce(broker.bootstrap, topic, PARTITIONS, 50, start=50)
-    wait_until(lambda: Consumption.of(members).covers(topic, PARTITIONS, 100), 60, "every record consumed",
-               describe_all(members))
-    for w in members:
-        assert w.close() == 0, w.describe()
-
-    seen = Consumption.of(members)
-    assert seen.duplicates() == {}
-    assert seen.total() == PARTITIONS * 100
-    assert committed(broker.bootstrap, group, topic) == {p: 100 for p in range(PARTITIONS)}
-
-
-def _group_protocol(bootstrap: str, group: str) -> str:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    desc = admin.describe_consumer_groups([group], request_timeout=20)[group].result(timeout=20)
-    return desc.partition_assignor
+    three_clients_read_every_record_once(broker.bootstrap, tmp_path, workers)
 
 
 # --- leaving and crashing -------------------------------------------------------------------------------------------
@@ -115,13 +63,11 @@ def _group_protocol(bootstrap: str, group: str) -> str:
 def test_member_that_leaves_hands_its_partitions_over_without_loss_or_duplicates(broker, tmp_path, workers, leaver):
     topic = create_topic(broker.bootstrap, PARTITIONS)
     group = f"g-{topic}"
-    stayer = start(workers, "confluent" if leaver != "confluent" else "kafka-python", broker.bootstrap, group,
-                   topic, tmp_path)
+    stayer = start(workers, PARTNER[leaver], broker.bootstrap, group, topic, tmp_path)
     goer = start(workers, leaver, broker.bootstrap, group, topic, tmp_path)
     with Feeder(broker.bootstrap, topic, PARTITIONS) as feeder:
         wait_until(lambda: split_evenly([stayer, goer], topic), 60, "two members sharing", describe_all(workers))
-        wait_until(lambda: any(tp in goer.owned() for tp in {(r[0], r[1]) for r in goer.records()}), 30,
-                   "the leaving member consuming", describe_all(workers))
+        wait_until(lambda: len(goer.records()) > 20, 30, "the leaving member consuming", describe_all(workers))
         assert goer.close() == 0, goer.describe()
         took = wait_until(lambda: len(stayer.owned()) == PARTITIONS, REBALANCE_BOUND_S, "the stayer owning all",
                           describe_all(workers))
@@ -137,8 +83,7 @@ def test_member_that_leaves_hands_its_partitions_over_without_loss_or_duplicates
 def test_crashed_member_is_replaced_within_the_session_timeout(broker, tmp_path, workers, victim):
     topic = create_topic(broker.bootstrap, PARTITIONS)
     group = f"g-{topic}"
-    survivor = start(workers, "confluent" if victim != "confluent" else "aiokafka", broker.bootstrap, group, topic,
-                     tmp_path, session_timeout_ms=SESSION_MS)
+    survivor = start(workers, PARTNER[victim], broker.bootstrap, group, topic, tmp_path, session_timeout_ms=SESSION_MS)
     crasher = start(workers, victim, broker.bootstrap, group, topic, tmp_path, session_timeout_ms=SESSION_MS)
     with Feeder(broker.bootstrap, topic, PARTITIONS) as feeder:
         wait_until(lambda: split_evenly([survivor, crasher], topic), 60, "two members sharing", describe_all(workers))
@@ -266,9 +211,10 @@ def test_static_member_restart_keeps_its_assignment_and_a_duplicate_instance_is_
 
     # A second process with the same group.instance.id takes over; the first is fenced.
     usurper = start(workers, "confluent", broker.bootstrap, group, topic, tmp_path, instance_id="b", assignor="range")
-    wait_until(lambda: any(e["e"] == "error" and "FENCED_INSTANCE_ID" in (e["err"] + e.get("text", ""))
+    wait_until(lambda: any(e["e"] == "error" and e["fatal"] and FENCED_INSTANCE_TEXT in e["text"]
                            for e in again.events()), REBALANCE_BOUND_S, "the old instance fenced",
                describe_all(workers))
+    wait_until(lambda: not again.alive, 30, "the fenced member to shut down", describe_all(workers))
     wait_until(lambda: usurper.owned() == assignment, REBALANCE_BOUND_S, "the new instance owning the partitions",
                describe_all(workers))
     seen = Consumption.of([other, static, again, usurper])

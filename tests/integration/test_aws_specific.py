@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -257,6 +260,36 @@ def test_start_failure_reports_the_server_stderr() -> None:
             server.start()
     assert "in use" in str(raised.value)
     server.stop()  # harmless after a failed start
+
+
+def test_server_exits_when_its_parent_dies_without_cleaning_up() -> None:
+    """A test process killed hard runs no atexit hooks; the server must still go away."""
+    script = (
+        "import os, sys\n"
+        "from tests.support.moto_server import MotoServer\n"
+        "server = MotoServer()\n"
+        "server.start()\n"
+        "print(server._proc.pid, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    from tests.support.moto_server import REPO_ROOT
+
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    orphan = int(out.stdout.strip())
+    deadline = time.monotonic() + 20
+    while process_alive(orphan):
+        if time.monotonic() > deadline:
+            os.kill(orphan, signal.SIGKILL)
+            pytest.fail(f"moto server outlived its parent pid={orphan}")
+        time.sleep(0.1)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
 
 
 # --- S3: multipart ------------------------------------------------------------------------

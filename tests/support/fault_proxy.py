@@ -61,8 +61,12 @@ _HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "trans
 class Rule:
     """One fault rule.  ``operation`` is an AWS operation name (``PutObject``,
     ``TransactWriteItems``) or ``*``; ``path_contains`` narrows S3 requests to
-    keys containing a substring (e.g. ``/ingest/``).  ``max_count`` caps how
-    often the rule fires (None: unlimited)."""
+    keys containing a substring (e.g. ``/ingest/``) and ``body_contains`` to
+    requests whose body contains one (e.g. one broker session's commit-log
+    key ``log#0-1``).  ``every`` fires on every n-th matching request instead
+    of at random (``every=20`` is exactly 5%, and certain to fire once 20
+    requests matched).  ``max_count`` caps how often the rule fires (None:
+    unlimited)."""
 
     action: str
     service: str = "*"
@@ -70,6 +74,8 @@ class Rule:
     probability: float = 1.0
     latency_ms: int = 0
     path_contains: str | None = None
+    body_contains: str | None = None
+    every: int | None = None
     max_count: int | None = None
     name: str = ""
     matched: int = 0
@@ -82,14 +88,18 @@ class Rule:
             raise ValueError(f"unknown service {self.service!r}; use one of {SERVICES}")
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError("probability must be within [0, 1]")
+        if self.every is not None and self.every < 1:
+            raise ValueError("every must be a positive count")
         if not self.name:
             self.name = f"{self.action}:{self.service}:{self.operation}"
 
-    def matches(self, service: str, operation: str, path: str) -> bool:
+    def matches(self, service: str, operation: str, path: str, body: bytes = b"") -> bool:
         if self.service != "*" and self.service != service:
             return False
         ops = [self.operation] if isinstance(self.operation, str) else list(self.operation)
         if "*" not in ops and operation not in ops:
+            return False
+        if self.body_contains is not None and self.body_contains.encode() not in body:
             return False
         return self.path_contains is None or self.path_contains in path
 
@@ -217,18 +227,21 @@ class FaultProxy:
             return {"rules": [asdict(r) for r in self._rules], "fired": dict(self._fired_total),
                     "requests": dict(self.requests), "actions": dict(self.actions)}
 
-    def decide(self, service: str, operation: str, path: str) -> list[Rule]:
+    def decide(self, service: str, operation: str, path: str, body: bytes = b"") -> list[Rule]:
         """The rules that fire for this request, each counted once (thread-safe)."""
         fired = []
         with self._lock:
             self.requests[f"{service}:{operation}"] += 1
             for rule in self._rules:
-                if not rule.matches(service, operation, path):
+                if not rule.matches(service, operation, path, body):
                     continue
                 rule.matched += 1
                 if rule.max_count is not None and rule.fired >= rule.max_count:
                     continue
-                if rule.probability < 1.0 and self._rng.random() >= rule.probability:
+                if rule.every is not None:
+                    if rule.matched % rule.every:
+                        continue
+                elif rule.probability < 1.0 and self._rng.random() >= rule.probability:
                     continue
                 rule.fired += 1
                 self._fired_total[rule.name] += 1
@@ -244,6 +257,12 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             pass
+
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except ConnectionError:
+                pass  # a client (a killed broker, or one we reset on purpose) went away
 
         def do_GET(self) -> None:
             self._handle()
@@ -265,12 +284,18 @@ def _make_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             return self.rfile.read(length) if length else b""
 
         def _handle(self) -> None:
+            try:
+                self._proxy_one()
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up (e.g. its broker was killed)
+
+        def _proxy_one(self) -> None:
             body = self._read_body()
             if urlsplit(self.path).path == CONTROL_PATH:
                 self._control(body)
                 return
             service, operation = classify(self.command, self.path, self.headers)
-            rules = proxy.decide(service, operation, self.path) if service != "moto" else []
+            rules = proxy.decide(service, operation, self.path, body) if service != "moto" else []
             actions = {r.action: r for r in rules}
             if "latency" in actions:
                 time.sleep(max(r.latency_ms for r in rules if r.action == "latency") / 1000)

@@ -110,8 +110,10 @@ def run_confluent(args: argparse.Namespace, rec: Recorder, control: Control) -> 
     fatal: list[str] = []
 
     def on_error(err: KafkaError) -> None:
-        rec("error", err=err.name(), fatal=err.fatal(), text=err.str())
-        if err.fatal():
+        # librdkafka reports a fatal error as code _FATAL, with the cause only in the text.
+        is_fatal = err.fatal() or err.code() == KafkaError._FATAL
+        rec("error", err=err.name(), fatal=is_fatal, text=err.str())
+        if is_fatal:
             fatal.append(err.name())
 
     conf["error_cb"] = on_error
@@ -147,9 +149,7 @@ def run_confluent(args: argparse.Namespace, rec: Recorder, control: Control) -> 
             continue
         for msg in consumer.consume(num_messages=500, timeout=0.1):
             if msg.error():
-                rec("error", err=msg.error().name(), fatal=msg.error().fatal(), text=msg.error().str())
-                if msg.error().fatal():
-                    fatal.append(msg.error().name())
+                on_error(msg.error())
                 continue
             rec("rec", t=msg.topic(), p=msg.partition(), o=msg.offset())
             pending.add(msg.topic(), msg.partition(), msg.offset())

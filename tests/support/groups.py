@@ -19,11 +19,14 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 TP = tuple[str, int]
+PARTITIONS = 6
 
 
 def create_topic(bootstrap: str, partitions: int, name: str | None = None) -> str:
@@ -143,16 +146,6 @@ def owned(events: Iterable[dict]) -> set[TP]:
     return mine
 
 
-def last_commits(events: Iterable[dict]) -> dict[TP, int]:
-    """The last acknowledged commit per partition (next offset to read)."""
-    out: dict[TP, int] = {}
-    for e in events:
-        if e["e"] == "commit":
-            for t, p, o in e["offs"]:
-                out[(t, p)] = o
-    return out
-
-
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, detail: Callable[[], str] = str,
                interval: float = 0.1) -> float:
     """Polls until ``predicate`` holds; returns the seconds it took, fails with ``detail()`` on timeout."""
@@ -230,6 +223,16 @@ def describe_all(workers: Iterable[Worker]) -> Callable[[], str]:
     return lambda: "\n".join(w.describe() for w in workers)
 
 
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    """Members a test starts (see `start`); every one is stopped, or killed, at teardown."""
+    started: list[Worker] = []
+    yield started
+    stop_all(started)
+    for w in started:
+        w.kill()
+
+
 def stop_all(workers: Iterable[Worker]) -> None:
     for w in workers:
         if w.alive:
@@ -297,3 +300,63 @@ class Feeder:
             if gone:
                 out[p] = gone[:10]
         return out
+
+
+# --- scenarios shared by the embedded and the S3 + DynamoDB runs ------------------------------------------------------
+def start(workers: list[Worker], *args, **kwargs) -> Worker:
+    """Start a member and register it with the test's list, which stops them all at teardown."""
+    w = Worker(*args, **kwargs).start()
+    workers.append(w)
+    return w
+
+
+def split_evenly(members: list[Worker], topic: str, partitions: int = PARTITIONS) -> bool:
+    """Every member owns something and together they own each partition exactly once."""
+    owned = [w.owned() for w in members]
+    every = [tp for o in owned for tp in o]
+    return all(owned) and sorted(every) == [(topic, p) for p in range(partitions)]
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=20)
+    finally:
+        c.close()
+    return {tp.partition: tp.offset for tp in tps}
+
+
+def assignor_in_use(bootstrap: str, group: str) -> str:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    desc = admin.describe_consumer_groups([group], request_timeout=20)[group].result(timeout=20)
+    return desc.partition_assignor
+
+
+def three_clients_read_every_record_once(bootstrap: str, out_dir: Path, workers: list[Worker]) -> None:
+    """confluent-kafka, kafka-python and aiokafka in one group read a 6-partition topic, each record once.
+
+    Each client keeps its own default assignor list; the coordinator must pick
+    the one protocol all three share (aiokafka offers only roundrobin).
+    Records are produced before and after the three have settled.
+    """
+    topic = create_topic(bootstrap, PARTITIONS)
+    group = f"g-{topic}"
+    produce(bootstrap, topic, PARTITIONS, 50)
+    members = [start(workers, client, bootstrap, group, topic, out_dir, assignor="default")
+               for client in ("confluent", "kafka-python", "aiokafka")]
+    wait_until(lambda: split_evenly(members, topic), 60, "three members sharing six partitions",
+               describe_all(members))
+    assert assignor_in_use(bootstrap, group) == "roundrobin"
+    produce(bootstrap, topic, PARTITIONS, 50, start=50)
+    wait_until(lambda: Consumption.of(members).covers(topic, PARTITIONS, 100), 60, "every record consumed",
+               describe_all(members))
+    for w in members:
+        assert w.close() == 0, w.describe()
+    seen = Consumption.of(members)
+    assert seen.duplicates() == {}
+    assert seen.total() == PARTITIONS * 100
+    assert committed(bootstrap, group, topic) == {p: 100 for p in range(PARTITIONS)}

@@ -36,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+PARENT_POLL_S = 1.0
 
 
 class SerializedApp:
@@ -87,7 +88,7 @@ def _quiet_handler() -> type:
     return QuietHandler
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, *, exit_with_parent: bool = False) -> None:
     from werkzeug.serving import make_server
 
     os.environ.setdefault("MOTO_PORT", str(port))
@@ -98,6 +99,8 @@ def serve(host: str, port: int) -> None:
     # thread running serve_forever.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if exit_with_parent:
+        threading.Thread(target=_watch_parent, args=(os.getppid(), stop), name="moto-parent", daemon=True).start()
     worker = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="moto-serve", daemon=True)
     worker.start()
     bound_host, bound_port = server.server_address[:2]
@@ -106,6 +109,13 @@ def serve(host: str, port: int) -> None:
     server.shutdown()
     server.server_close()
     worker.join(timeout=STOP_TIMEOUT_S)
+
+
+def _watch_parent(parent: int, stop: threading.Event) -> None:
+    """Stop when the parent dies (we get re-parented), even if it was killed and ran no atexit hooks."""
+    while not stop.wait(PARENT_POLL_S):
+        if os.getppid() != parent:
+            stop.set()
 
 
 def free_port() -> int:
@@ -118,8 +128,9 @@ class MotoServer:
     """Starts the serialised moto server in a subprocess and cleans it up.
 
     ``start`` returns the endpoint URL.  The subprocess is terminated by
-    ``stop``, by the context manager, and at interpreter exit as a last resort,
-    so it never outlives the test session.
+    ``stop``, by the context manager and at interpreter exit, and it exits by
+    itself within a second if this process dies without cleaning up, so it
+    never outlives the test session.
     """
 
     def __init__(self, port: int | None = None) -> None:
@@ -156,7 +167,7 @@ class MotoServer:
         self._stderr = tempfile.TemporaryFile()
         env = {**os.environ, "MOTO_PORT": str(self.port)}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.moto_server", "--port", str(self.port)],
+            [sys.executable, "-m", "tests.support.moto_server", "--port", str(self.port), "--exit-with-parent"],
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -233,8 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="moto S3/DynamoDB server with linearizable request handling")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True, help="0 picks a free port (see the ready line)")
+    parser.add_argument("--exit-with-parent", action="store_true", help="exit when the launching process dies")
     args = parser.parse_args(argv)
-    serve(args.host, args.port)
+    serve(args.host, args.port, exit_with_parent=args.exit_with_parent)
 
 
 if __name__ == "__main__":

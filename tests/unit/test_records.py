@@ -400,11 +400,12 @@ def test_build_then_decode_round_trip_and_kafka_python_agrees(
 
 
 def test_build_batches_keeps_missing_timestamps_apart() -> None:
-    records = [Record(0, -1, None, b"a"), Record(1, -1, None, b"b"), Record(2, NOW, None, b"c"), Record(3, -1, None, b"d")]
+    timestamps = [-1, -1, NOW, -1]
+    records = [Record(i, ts, None, b"v%d" % i) for i, ts in enumerate(timestamps)]
     batches = build_batches(records)
     assert len(batches) == 2
     assert [r for b in batches for r in decode_records(b)] == records
-    assert [r[1] for b in batches for r in read_back(b)] == [-1, -1, NOW, -1]
+    assert [r[1] for b in batches for r in read_back(b)] == timestamps
 
 
 def test_build_batches_splits_offset_deltas_beyond_int32() -> None:
