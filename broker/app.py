@@ -22,6 +22,7 @@ from tidelog.storage.maintenance import Maintenance, MaintenanceConfig, Maintena
 from tidelog.storage.partition_log import LogWriter
 from tidelog.storage.producer_ids import ProducerIdAllocator
 from tidelog.storage.reader import LogReader
+from tidelog.storage.replication import ReplicationMonitor
 from tidelog.storage.sessions import BrokerInfo, Session
 
 from . import wire
@@ -111,6 +112,10 @@ class Broker:
                                       owns=lambda topic, partition: self.logs.state(topic.name, partition) is not None)
             loop = MaintenanceLoop(maintenance, s.maintenance_interval_ms)
             self._tasks.append(asyncio.create_task(loop.run_forever(), name="maintenance"))
+        if s.replica_bucket:
+            monitor = ReplicationMonitor(self.storage.objects, s.replica_bucket, region=s.replica_region or s.region,
+                                         endpoint_url=s.endpoint_url)
+            self._tasks.append(asyncio.create_task(monitor.run_forever(METRICS.set_replication), name="replication"))
         if s.metrics_port is not None:
             from prometheus_client import start_http_server
             start_http_server(s.metrics_port, addr=s.host, registry=METRICS.registry)
@@ -128,7 +133,10 @@ class Broker:
             except Fenced:
                 # The same task a fenced flush starts: one rejoin, never two sessions.
                 self._on_fenced()
-                await asyncio.shield(self._rejoining)
+                try:
+                    await asyncio.shield(self._rejoining)
+                except Exception as exc:  # noqa: BLE001 - this loop must outlive any failure
+                    log.error("rejoining after being fenced failed", extra={"error": str(exc)})
             except Exception as exc:  # noqa: BLE001 - transient store trouble; keep trying
                 log.warning("session renewal failed", extra={"error": str(exc)})
 
@@ -163,7 +171,10 @@ class Broker:
             self._valid_until = self.timing.owner_valid_until(started)
         log.info("broker session re-registered", extra={"node_id": self.me.node_id, "epoch": self.session.epoch})
         if self.groups is not None:
-            await self.groups.forget(lambda group_id: True)
+            try:
+                await self.groups.forget(lambda group_id: True)
+            except Exception as exc:  # noqa: BLE001 - groups reload from the store on next use
+                log.warning("dropping cached groups after being fenced failed", extra={"error": str(exc)})
 
     def _coordinators_changed(self) -> None:
         if self.groups is not None:

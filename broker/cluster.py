@@ -134,7 +134,10 @@ class ClusterManager:
         changed_brokers = set(live) != set(self.view.brokers)
         self.view = ClusterView(live, leaders)
         if changed_brokers and self.on_coordinators_changed is not None:
-            self.on_coordinators_changed()
+            try:
+                self.on_coordinators_changed()
+            except Exception as exc:  # noqa: BLE001 - never let it stall partition placement
+                log.warning("coordinator hand-over failed", extra={"error": str(exc)})
         release, acquire = moves_toward(target, current, me.node_id, self.moves_per_tick)
         for name, p in release:
             if target.get((name, p)) in live:

@@ -43,7 +43,8 @@ class BrokerContext:
 
     def _leader(self, topic: str, partition: int) -> tuple[int, int]:
         state = self.logs.state(topic, partition)
-        if state is not None and not state.releasing:
+        if state is not None and not state.releasing and self.logs.writable():
+            # (Not while our session may have lapsed: we may have been replaced.)
             return self.me.node_id, state.lease.leader_epoch
         if self.cluster is not None:
             found = self.cluster.leader(topic, partition)

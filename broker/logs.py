@@ -421,7 +421,11 @@ class LogManager:
                                                              "log_start_offset": new_start, "previous": start})
 
     async def _spans(self, state: PartitionState, offset: int):
-        """The partition's spans from the one holding ``offset`` up to the high watermark, oldest first.
+        async for ref in self._refs(state, offset):
+            yield Span(ref.first_offset, ref.last_offset, ref.max_timestamp, ref.length)
+
+    async def _refs(self, state: PartitionState, offset: int):
+        """The partition's refs from the one holding ``offset`` up to the high watermark, oldest first.
 
         Checkpointed data is found through the reader's checkpoint index (one
         Query plus a cached index GET per checkpoint); what was committed
@@ -438,11 +442,11 @@ class LogManager:
             if not refs:
                 return
             for ref in refs:
-                yield Span(ref.first_offset, ref.last_offset, ref.max_timestamp, ref.length)
+                yield ref
                 offset = ref.last_offset + 1
         for ref in state.refs:
             if ref.last_offset >= offset:
-                yield Span(ref.first_offset, ref.last_offset, ref.max_timestamp, ref.length)
+                yield ref
                 offset = ref.last_offset + 1
 
     async def _measure(self, state: PartitionState) -> int:
@@ -464,7 +468,9 @@ class LogManager:
         if topic is None or not 0 <= partition < topic.partitions:
             return FetchResult(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
         state = self.partitions.get((name, partition))
-        if state is None:
+        if state is None or not self.writable():
+            # A broker that cannot prove its session is current may have been fenced
+            # and replaced: it must not answer with a high watermark that may be stale.
             return FetchResult(ErrorCode.NOT_LEADER_OR_FOLLOWER)
         hwm, start = state.high_watermark, state.log_start_offset
         if offset < start or offset > hwm:
@@ -493,7 +499,7 @@ class LogManager:
         if topic is None or not 0 <= partition < topic.partitions:
             return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1, -1, -1
         state = self.partitions.get((name, partition))
-        if state is None:
+        if state is None or not self.writable():
             return ErrorCode.NOT_LEADER_OR_FOLLOWER, -1, -1, -1
         epoch = state.lease.leader_epoch
         if timestamp == LATEST:
@@ -512,34 +518,52 @@ class LogManager:
         return ErrorCode.NONE, found[0], found[1], epoch
 
     async def _find_time(self, state: PartitionState, timestamp: int) -> tuple[int, int] | None:
-        offset = state.log_start_offset
-        while offset < state.high_watermark:
-            entries = await self._read_stored(state, offset, 1 << 20)
-            if not entries:
-                return None
-            for entry in entries:
-                if entry.base_offset >= state.high_watermark:
+        """The first record at or after ``timestamp``, in offset order.
+
+        Every record before the first ref whose max timestamp reaches
+        ``timestamp`` is older, so only that ref's batches are read (from the
+        tail when it still holds them): one read per lookup instead of one per
+        ref since the log start.
+        """
+        start, hwm = state.log_start_offset, state.high_watermark
+        async for ref in self._refs(state, start):
+            if ref.max_timestamp < timestamp:
+                continue
+            for entry in await self._entries_of(state, ref):
+                if entry.base_offset >= hwm:
                     return None
-                if entry.max_timestamp >= timestamp:
-                    for record in decode_records(entry.batch):
-                        if record.timestamp >= timestamp and record.offset >= state.log_start_offset:
-                            return record.offset, record.timestamp
-                offset = entry.last_offset + 1
+                if entry.last_offset < start or entry.max_timestamp < timestamp:
+                    continue
+                for record in decode_records(entry.batch):
+                    if record.timestamp >= timestamp and record.offset >= start:
+                        return record.offset, record.timestamp
         return None
 
+    async def _entries_of(self, state: PartitionState, ref) -> list[BatchEntry]:
+        """The batches of one ref, from the in-memory tail when it covers them (no GET)."""
+        if state.tail and state.tail[0].base_offset <= ref.first_offset:
+            return [e for e in state.tail if ref.first_offset <= e.base_offset <= ref.last_offset]
+        return list(await self.reader.read(ref))
+
     async def _read_stored(self, state: PartitionState, offset: int, max_bytes: int) -> list[BatchEntry]:
-        refs = [r for r in state.refs if r.last_offset >= offset]
-        if not refs or refs[0].first_offset > offset:
-            refs = await self.reader.locate(state.topic.topic_id, state.partition, offset) or refs
         entries: list[BatchEntry] = []
         size = 0
-        for ref in refs:
-            for entry in await self.reader.read(ref):
-                if entry.last_offset >= offset:
-                    entries.append(entry)
-                    size += len(entry.batch)
-            if size >= max_bytes:
+        # Compacted tier segments have offset gaps (as in Kafka): when the refs holding
+        # ``offset`` end without a batch at or after it, carry on after them.
+        while not entries and offset < state.high_watermark:
+            refs = [r for r in state.refs if r.last_offset >= offset]
+            if not refs or refs[0].first_offset > offset:
+                refs = await self.reader.locate(state.topic.topic_id, state.partition, offset) or refs
+            if not refs:
                 break
+            for ref in refs:
+                for entry in await self.reader.read(ref):
+                    if entry.last_offset >= offset:
+                        entries.append(entry)
+                        size += len(entry.batch)
+                if size >= max_bytes:
+                    break
+            offset = refs[-1].last_offset + 1
         return entries
 
 

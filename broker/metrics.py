@@ -23,6 +23,14 @@ class BrokerMetrics:
         self.write_units = Gauge("tidelog_metadata_write_units", "DynamoDB-equivalent write units consumed", registry=r)
         self.connections = Gauge("tidelog_connections", "Open client connections", registry=r)
         self.partitions_led = Gauge("tidelog_partitions_led", "Partitions this broker leads", registry=r)
+        self.replication_lag = Gauge("tidelog_replication_lag_seconds",
+                                     "How far the replica bucket is behind (the live RPO; 0 in sync)", registry=r)
+        self.replication_missing = Gauge("tidelog_replication_missing_objects",
+                                         "Primary ingest objects not in the replica bucket yet", registry=r)
+
+    def set_replication(self, lag) -> None:
+        self.replication_lag.set(lag.lag_ms / 1000)
+        self.replication_missing.set(lag.missing)
 
     def sync_storage(self, objects_stats, meta_stats) -> None:
         for name, stats in (("object", objects_stats), ("metadata", meta_stats)):

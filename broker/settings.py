@@ -50,6 +50,9 @@ class Settings:
     # None: every 5 minutes on the embedded store, off with S3/DynamoDB (the Lambdas do it).
     tier_interval_ms: int | None = None
     tier_max_wait_ms: int = 10 * 60_000  # tier a partial segment once data has waited this long
+    # Cross-region replica of the S3 bucket: exported as the replication-lag gauge (`storage.replication`).
+    replica_bucket: str | None = None
+    replica_region: str | None = None
 
     @property
     def uses_aws(self) -> bool:
@@ -77,6 +80,8 @@ class Settings:
                 raise SettingsError(f"{name.replace('_', '-')} must be positive")
         if (self.tier_interval_ms or 0) < 0 or self.tier_max_wait_ms < 0:
             raise SettingsError("tier-interval-ms and tier-max-wait-ms must not be negative")
+        if self.replica_bucket and not self.s3_bucket:
+            raise SettingsError("--replica-bucket needs --s3-bucket: replication is between S3 buckets")
         if self.log_format not in ("json", "text"):
             raise SettingsError("log-format must be json or text")
         return self

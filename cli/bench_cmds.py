@@ -19,13 +19,14 @@ import threading
 import time
 import uuid
 from array import array
+from typing import Callable
 
 import click
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from .bench_stats import PROBE_SIZE, Result, Throttle, filler, latency_summary, make_probe, read_probe, render
-from .common import connection_options, emit_json, note, output_option
+from .common import connection_options, emit_json, note, output_option, terminate_as_interrupt
 from .errors import CliError
 from .kafka import REQUEST_TIMEOUT_S, Kafka
 from .produce_cmds import ACKS, COMPRESSIONS
@@ -98,19 +99,32 @@ class _Run:
                                     "queue.buffering.max.kbytes": 1_048_576})
 
     def __enter__(self) -> "_Run":
-        self.kafka.metadata()
-        if self.temporary:
-            futures = self.kafka.admin().create_topics(
-                [NewTopic(self.topic, self.opts["partitions"], replication_factor=-1)],
-                request_timeout=REQUEST_TIMEOUT_S)
-            self.kafka.wait(futures[self.topic], topic=self.topic)
-            self.kafka.metadata(refresh=True)
-        self.kafka.partitions(self.topic)
+        self._signals = terminate_as_interrupt()
+        self._signals.__enter__()
+        self.created = False
+        try:
+            self.kafka.metadata()
+            if self.temporary:
+                futures = self.kafka.admin().create_topics(
+                    [NewTopic(self.topic, self.opts["partitions"], replication_factor=-1)],
+                    request_timeout=REQUEST_TIMEOUT_S)
+                self.kafka.wait(futures[self.topic], topic=self.topic)
+                self.created = True
+                self.kafka.metadata(refresh=True)
+            self.kafka.partitions(self.topic)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        if not self.temporary:
-            return
+        try:
+            if self.created:
+                self._delete_topic()
+        finally:
+            self._signals.__exit__(None, None, None)
+
+    def _delete_topic(self) -> None:
         try:
             futures = self.kafka.admin().delete_topics([self.topic], request_timeout=REQUEST_TIMEOUT_S)
             futures[self.topic].result(timeout=REQUEST_TIMEOUT_S)
@@ -209,7 +223,8 @@ def consume_command(kafka: Kafka, output: str, **opts) -> None:
         partitions = run.kafka.partitions(run.topic)
         consumer = kafka.consumer({"enable.auto.commit": False, "fetch.max.bytes": 52_428_800})
         try:
-            available = sum(max(0, hi - lo) for lo, hi in (kafka.watermarks(consumer, run.topic, p) for p in partitions))
+            marks = [kafka.watermarks(consumer, run.topic, p) for p in partitions]
+            available = sum(max(0, hi - lo) for lo, hi in marks)
             wanted = min(run.records, available)
             if wanted == 0:
                 raise CliError(f"topic {run.topic!r} has no records to read")
@@ -258,13 +273,13 @@ def e2e_command(kafka: Kafka, output: str, **opts) -> None:
             starts = [TopicPartition(run.topic, p, kafka.watermarks(consumer, run.topic, p)[1]) for p in partitions]
             consumer.assign(starts)
             consumer.consume(num_messages=1, timeout=0.5)  # connect and start fetching before the clock runs
-            receiver.start()
-            with Bar("sending", total=run.records) as bar:
-                _, _, failed = run.produce(bar, probes=True)
-                bar.describe("receiving")
+            with Bar("received", total=run.records) as bar:
+                receiver.on_progress = bar.set  # the bar follows receipts, from the receiver's thread
+                receiver.start()
+                _, _, failed = run.produce(Bar("sent", enabled=False), probes=True)
                 receiver.expect(run.records - failed)
-                while receiver.is_alive() and not receiver.done.wait(0.1):
-                    bar.set(receiver.received)
+                while not receiver.done.wait(0.2):  # short waits keep Ctrl-C responsive
+                    pass
         finally:
             receiver.stop()
             consumer.close()
@@ -293,6 +308,7 @@ class _Receiver(threading.Thread):
         self.error: BaseException | None = None
         self._halt = threading.Event()
         self._seen: set[int] = set()
+        self.on_progress: Callable[[int], object] = lambda received: None
 
     def expect(self, count: int) -> None:
         """Lower the target once the producer knows how many records actually went out."""
@@ -337,4 +353,5 @@ class _Receiver(threading.Thread):
         if got:
             self.received += got
             self.last_ns = now
+            self.on_progress(self.received)
         return got

@@ -84,7 +84,8 @@ def render(result: Result) -> str:
     row = [result.records, f"{result.records_per_s:,.1f}", f"{result.mib_per_s:,.2f}"]
     row += [f"{lat[k]:.2f}" if lat else "-" for k in ("p50", "p95", "p99", "max")] + [result.errors]
     settings = ", ".join(f"{k}={v}" for k, v in result.settings.items())
-    lines = [f"bench {result.mode}: {result.records} records of {result.record_size} B {'from' if result.mode == 'consume' else 'to'} {result.topic} "
+    direction = "from" if result.mode == "consume" else "to"
+    lines = [f"bench {result.mode}: {result.records} records of {result.record_size} B {direction} {result.topic} "
              f"in {result.seconds:.2f} s ({settings})", format_table(headers, [row])]
     if lat and result.mode in LATENCY_LABEL:
         lines.append(f"latency: {LATENCY_LABEL[result.mode]}")
@@ -115,9 +116,11 @@ class Throttle:
         return max(0.0, self.start + sent / self.rate - now)
 
     def wait(self, sent: int) -> None:
+        # Loop: a wait_fn such as Producer.poll returns early once it has served a callback.
         pause = self.delay(sent)
-        if pause > 0:
+        while pause > 0:
             self.wait_fn(pause)
+            pause = self.delay(sent)
 
 
 def filler(size: int, variants: int = 64) -> list[bytes]:

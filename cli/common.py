@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -139,3 +141,25 @@ def stdin_is_tty() -> bool:
 def note(message: str) -> None:
     """A human-facing remark on stderr, kept out of piped data."""
     click.echo(message, err=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so ``finally`` blocks (temporary topics, flushes) still run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+@contextmanager
+def terminate_as_interrupt():
+    """While inside, SIGTERM raises :class:`Terminated` instead of killing the process outright."""
+
+    def handler(signum, _frame) -> None:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -27,7 +27,7 @@ import click
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED, KafkaError, KafkaException, TopicPartition
 
 from .common import TIMESTAMP, connection_options, note, output_option
-from .errors import EXIT_INTERRUPTED, UNKNOWN_TOPIC, CliError, explain
+from .errors import UNKNOWN_TOPIC, CliError, explain
 from .kafka import REQUEST_TIMEOUT_S, Kafka
 from .progress import Bar
 from .record_format import record_to_json, record_to_plain
@@ -102,11 +102,13 @@ def consume_command(topic: str, group: str | None, from_beginning: bool, offset:
             count = _run(consumer, kafka, topic, writer, stop, group=group, max_messages=max_messages,
                          timeout=timeout)
         finally:
-            writer.flush()
-            _finish(consumer, group)
+            try:
+                writer.flush()
+            finally:
+                _finish(consumer, group)
     note(f"consumed {count} record{'s' if count != 1 else ''}")
     if stop.signum is not None:
-        sys.exit(128 + stop.signum if stop.signum != signal.SIGINT else EXIT_INTERRUPTED)
+        sys.exit(128 + stop.signum)  # 130 after Ctrl-C, 143 after SIGTERM: the shell's convention
 
 
 def _start_positions(kafka: Kafka, consumer, topic: str, partitions: list[int], *, group: str | None,
@@ -235,6 +237,8 @@ def _stop_on_signals():
             signal.signal(sig, old)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            continue  # e.g. a background job of a script: the shell asked us to ignore Ctrl-C
         previous[sig] = signal.signal(sig, handler)
     try:
         yield stop

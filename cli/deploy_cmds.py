@@ -35,6 +35,7 @@ def _aws_failures(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+        from botocore.parsers import ResponseParserError
 
         from tidelog.infra.deploy import DeployError
         from tidelog.infra.packaging import PackagingError
@@ -51,7 +52,7 @@ def _aws_failures(fn):
             error = exc.response.get("Error", {})
             raise CliError(f"AWS refused {exc.operation_name}: {error.get('Code', '?')}: "
                            f"{error.get('Message', exc)}") from None
-        except BotoCoreError as exc:
+        except (BotoCoreError, ResponseParserError) as exc:
             raise CliError(f"AWS call failed: {exc}") from None
         except TidelogError as exc:
             raise CliError(f"storage error: {exc}") from None
@@ -102,7 +103,7 @@ def deploy_command(stack_name: str, region: str, endpoint_url: str | None, repli
     import tidelog.lambdas
     import tidelog.storage
     from tidelog.infra.deploy import Aws, DeployRequest, deploy
-    from tidelog.infra.packaging import build_lambda_zip
+    from tidelog.infra.packaging import build_lambda_zip, this_interpreter
 
     params = parse_key_values(parameters, what="template parameter")
     if brokers:
@@ -112,15 +113,17 @@ def deploy_command(stack_name: str, region: str, endpoint_url: str | None, repli
             raise click.UsageError(f"--brokers needs {', '.join(missing)}")
         params.update(BrokerImage=broker_image, BrokerSubnets=broker_subnets,
                       BrokerSecurityGroups=broker_security_groups)
-    note("packaging the lambda code")
-    code = build_lambda_zip({"tidelog/storage": Path(tidelog.storage.__path__[0]),
-                             "tidelog/lambdas": Path(tidelog.lambdas.__path__[0])},
-                            deps_dir=lambda_deps, check_wheels=not skip_wheel_check)
-    request = DeployRequest(stack_name, region, code, replica_region=replica_region, kms_key_arn=kms_key_arn,
+    target = this_interpreter()
+
+    def package():
+        note("packaging the lambda code")
+        return build_lambda_zip({"tidelog/storage": Path(tidelog.storage.__path__[0]),
+                                 "tidelog/lambdas": Path(tidelog.lambdas.__path__[0])},
+                                target=target, deps_dir=lambda_deps, check_wheels=not skip_wheel_check)
+    request = DeployRequest(stack_name, region, target, replica_region=replica_region, kms_key_arn=kms_key_arn,
                             replica_kms_key_arn=replica_kms_key_arn, global_table=global_table,
-                            brokers=brokers, parameters=params,
-                            lambda_endpoint_url=endpoint_url)
-    result = deploy(Aws(endpoint_url), request, note)
+                            brokers=brokers, parameters=params, lambda_endpoint_url=endpoint_url)
+    result = deploy(Aws(endpoint_url), request, package, note)
     if output == "json":
         emit_json({"stacks": [{"name": s.name, "region": s.region, "action": s.action, "status": s.status}
                               for s in result.stacks],

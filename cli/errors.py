@@ -7,7 +7,7 @@ translated here by *name* (``KafkaError.name()``), so this module needs no
 client import and stays pure.
 
 Exit statuses: 1 for a failed operation, 2 for bad usage (click's convention),
-130 after Ctrl-C (the shell's convention for SIGINT).
+130 after Ctrl-C and 143 after SIGTERM (the shell's 128 + signal convention).
 """
 
 from __future__ import annotations
@@ -54,10 +54,8 @@ _CONNECT_REASON = re.compile(r"failed: (?P<reason>.+?)(?: \(after \d+ms in state
 
 
 def transport_reason(message: str) -> str | None:
-    """Pull "connection refused" out of librdkafka's transport error text.
-
-    >>> transport_reason("h:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state CONNECT)")
-    'connection refused'
+    """Pull the reason ("connection refused") out of librdkafka's transport error text, e.g.
+    ``h:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms in state CONNECT)``.
     """
     if "Failed to resolve" in message:
         return "host name not found"

@@ -8,7 +8,8 @@ into :class:`~tidelog.cli.errors.CliError` so commands never leak a traceback.
 Reachability: librdkafka retries a dead broker forever, so a command would
 hang.  :meth:`Kafka.metadata` asks for metadata in short slices and fails fast
 once the client reports that every broker is down (connection refused, name
-not found), or after ``connect_timeout`` seconds of silence.
+not found), or after ``connect_timeout`` seconds of silence (env
+``TIDELOG_CONNECT_TIMEOUT``, default 5).
 """
 
 from __future__ import annotations
@@ -181,9 +182,6 @@ class Kafka:
         """(log start, log end) of one partition, asked of the broker (not cached)."""
         return self.retrying(lambda: consumer.get_watermark_offsets(
             TopicPartition(topic, partition), timeout=REQUEST_TIMEOUT_S, cached=False), topic=topic)
-
-    def close(self) -> None:
-        self._admin = None
 
 
 def _text(exc: BaseException) -> str:

@@ -97,9 +97,11 @@ def main() -> None:
         _fail(exc.format_message() + hint, EXIT_USAGE)
     except click.ClickException as exc:  # CliError and serve/init's errors
         _fail(exc.format_message(), exc.exit_code)
-    except (KeyboardInterrupt, click.Abort):
+    except (KeyboardInterrupt, click.Abort) as exc:
         click.echo("interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        # click turns KeyboardInterrupt into Abort; common.Terminated carries SIGTERM's number.
+        signum = getattr(exc, "signum", None) or getattr(exc.__cause__, "signum", None)
+        sys.exit(128 + signum if signum else EXIT_INTERRUPTED)
     except BrokenPipeError:
         # The reader went away (| head): stop quietly, and keep Python from
         # complaining again while flushing stdout at exit.

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from confluent_kafka import KafkaError
 
-from .common import connection_options, note, parse_key_value, stdin_is_tty
+from .common import connection_options, note, parse_key_value, stdin_is_tty, terminate_as_interrupt
 from .errors import EXIT_INTERRUPTED, CliError, explain
 from .kafka import Kafka
 from .progress import Bar
@@ -126,8 +126,9 @@ def produce_command(topic: str, path: Path | None, key: str | None, key_separato
     if path is None and stdin_is_tty():
         note("reading records from the terminal, one per line; finish with Ctrl-D")
     try:
-        with Bar(f"producing to {topic}", total=path.stat().st_size if path else None,
-                 unit="bytes", enabled=None if path else False) as bar:
+        size = path.stat().st_size if path else None
+        with terminate_as_interrupt(), Bar(f"producing to {topic}", total=size, unit="bytes",
+                                           enabled=None if path else False) as bar:
             for lineno, line in enumerate(source, 1):
                 bar.advance(len(line))
                 try:

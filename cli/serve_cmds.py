@@ -49,6 +49,8 @@ def _settings(kwargs: dict):
 @click.option("--checkpoint-interval-ms", type=int, help="How often partition state is checkpointed (default 10000). Example: --checkpoint-interval-ms 30000")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port. Example: --metrics-port 9308")
 @click.option("--tier-interval-ms", type=int, help="Run tiering, retention, compaction and GC this often; 0 = off (default 300000 on the embedded store, off on S3/DynamoDB). Example: --tier-interval-ms 60000")
+@click.option("--replica-bucket", help="Cross-region replica of --s3-bucket: export its lag as the tidelog_replication_lag_seconds gauge. Example: --replica-bucket my-log-replica")
+@click.option("--replica-region", help="Region of --replica-bucket (default: --region). Example: --replica-region us-west-2")
 @click.option("--auto-create-topics/--no-auto-create-topics", default=None, help="Create unknown topics on first use (default off).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity (default info).")
 @click.option("--log-format", type=click.Choice(["json", "text"]), help="Log line format (default json).")

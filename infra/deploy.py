@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 
 from tidelog.storage.replication import ReplicationLag, measure_replication_lag, open_bucket
 
-from .packaging import LambdaZip
+from .packaging import LambdaTarget, LambdaZip
 from .template import (
     StackOptions,
     TemplateError,
@@ -74,7 +74,7 @@ class Aws:
 class DeployRequest:
     stack_name: str
     region: str
-    code: LambdaZip
+    target: LambdaTarget
     replica_region: str | None = None
     kms_key_arn: str | None = None
     replica_kms_key_arn: str | None = None
@@ -156,6 +156,9 @@ def ensure_stack(aws: Aws, name: str, region: str, template: dict, parameters: d
         params += [{"ParameterKey": k, "UsePreviousValue": True}
                    for k in declared if k not in parameters and k in existing.parameters]
     tags = [{"Key": "tidelog:stack", "Value": name}]
+    if existing is not None and _same(cfn, name, template, params, existing):
+        progress(f"stack {name} in {region} is up to date")
+        return StackResult(name, region, "unchanged", existing.status, existing.outputs)
     if existing is None:
         progress(f"creating stack {name} in {region}")
         cfn.create_stack(StackName=name, Parameters=params, Capabilities=CAPABILITIES, Tags=tags, **body)
@@ -175,6 +178,20 @@ def ensure_stack(aws: Aws, name: str, region: str, template: dict, parameters: d
     info = describe_stack(aws, name, region)
     assert info is not None
     return StackResult(name, region, action, status, info.outputs)
+
+
+def _same(cfn: Any, name: str, template: dict, params: list[dict], existing: StackInfo) -> bool:
+    """Whether the stack already runs this template with these parameter values.
+
+    Checked here rather than left to CloudFormation's "no updates" answer,
+    which not every emulator gives.
+    """
+    if any("ParameterValue" in p and existing.parameters.get(p["ParameterKey"]) != p["ParameterValue"]
+           for p in params):
+        return False
+    body = cfn.get_template(StackName=name, TemplateStage="Original")["TemplateBody"]
+    deployed = json.loads(body) if isinstance(body, str) else body
+    return deployed == json.loads(json.dumps(template))
 
 
 def _template_argument(aws: Aws, name: str, region: str, template: dict, bucket: str | None) -> dict:
@@ -242,10 +259,12 @@ def delete_stack(aws: Aws, name: str, region: str, progress: Progress) -> bool:
 # --------------------------------------------------------------------------
 
 
-def deploy(aws: Aws, request: DeployRequest, progress: Progress) -> DeployResult:
+def deploy(aws: Aws, request: DeployRequest, package: Callable[[], LambdaZip], progress: Progress) -> DeployResult:
+    """Check, package (``package`` builds the code zip for ``request.target``), then create or update
+    the artifacts, replica and main stacks in that order."""
     options = StackOptions(
-        stack_name=request.stack_name, region=request.region, runtime=request.code.target.runtime,
-        architecture=request.code.target.architecture, replica_region=request.replica_region,
+        stack_name=request.stack_name, region=request.region, runtime=request.target.runtime,
+        architecture=request.target.architecture, replica_region=request.replica_region,
         kms_key_arn=request.kms_key_arn,
         replica_kms_key_arn=request.replica_kms_key_arn, global_table=request.global_table,
         brokers=request.brokers, lambda_endpoint_url=request.lambda_endpoint_url)
@@ -255,12 +274,13 @@ def deploy(aws: Aws, request: DeployRequest, progress: Progress) -> DeployResult
         raise DeployError(str(exc)) from exc
     _check_lifecycle_days(request.parameters)
     _refuse_table_replacement(aws, request.stack_name, request.region, options.table_kind)
+    code = package()
     stacks = []
     artifacts = ensure_stack(aws, artifacts_stack_name(request.stack_name), request.region, artifacts_template(),
                              {}, progress)
     stacks.append(artifacts)
     code_bucket = artifacts.outputs["ArtifactsBucketName"]
-    uploaded = upload_code(aws, request.region, code_bucket, request.code, progress)
+    uploaded = upload_code(aws, request.region, code_bucket, code, progress)
     replica_bucket = None
     if request.replica_region:
         replica = ensure_stack(aws, replica_stack_name(request.stack_name), request.replica_region,
@@ -269,12 +289,12 @@ def deploy(aws: Aws, request: DeployRequest, progress: Progress) -> DeployResult
         stacks.append(replica)
         replica_bucket = replica.outputs["ReplicaBucketName"]
     final = StackOptions(**{**_fields(options), "replica_bucket": replica_bucket, "code_bucket": code_bucket,
-                            "code_key": request.code.key})
+                            "code_key": code.key})
     template = primary_template(final)
-    parameters = {"CodeBucket": code_bucket, "CodeKey": request.code.key, **request.parameters}
+    parameters = {"CodeBucket": code_bucket, "CodeKey": code.key, **request.parameters}
     stacks.append(ensure_stack(aws, request.stack_name, request.region, template, parameters, progress,
                                template_bucket=code_bucket))
-    return DeployResult(stacks, request.code.key, uploaded)
+    return DeployResult(stacks, code.key, uploaded)
 
 
 def _fields(options: StackOptions) -> dict:

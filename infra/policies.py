@@ -37,16 +37,17 @@ class ObjectAccess:
     delete: tuple[str, ...] = ()
 
 
-#: The Lambda jobs (`tidelog.lambdas.handlers`) and what each does to the bucket.
+#: The Lambda jobs (`tidelog.lambdas.handlers` -> `storage.maintenance`) and what each does to
+#: the bucket; keep in step with the services' object calls.
 LAMBDA_ACCESS: dict[str, ObjectAccess] = {
-    # Reads checkpointed ingest ranges (via index objects), writes tier segments.
-    "tier": ObjectAccess(read=(INGEST, INDEX, TIER), write=(TIER,)),
-    # Drops whole tier segments past retention.ms / retention.bytes.
-    "retention": ObjectAccess(read=(TIER,), delete=(TIER,)),
-    # Rewrites tier segments of compacted topics.
+    # `tiering.Tierer`: reads checkpointed ingest ranges through index objects, writes tier segments.
+    "tier": ObjectAccess(read=(INGEST, INDEX), write=(TIER,)),
+    # `retention.RetentionService`: sizes spans from index objects; it only moves the log start.
+    "retention": ObjectAccess(read=(INDEX,)),
+    # `compaction.Compactor`: rewrites tier segments of compacted topics.
     "compaction": ObjectAccess(read=(TIER,), write=(TIER,)),
-    # Deletes orphaned and superseded objects after a grace period; keeps its own state.
-    "gc": ObjectAccess(read=(INGEST, INDEX, TIER, GC_STATE), write=(GC_STATE,), delete=(INGEST, INDEX, TIER, GC_STATE)),
+    # `sweeper.Sweeper`: lists everything, reads references and its own state, deletes garbage.
+    "gc": ObjectAccess(read=(INDEX, GC_STATE), write=(GC_STATE,), delete=(INGEST, INDEX, TIER, GC_STATE)),
 }
 
 #: A broker writes ingest and index objects and reads everything it serves.

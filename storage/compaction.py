@@ -12,7 +12,12 @@ Rules:
   (past the cleaner checkpoint) whose largest timestamp is newer than now
   minus the lag; later records neither get compacted nor supersede others.
 * Only tier segments are compacted; untiered (checkpointed or in-memory)
-  data is Kafka's "active segment" and is served as written.
+  data is Kafka's "active segment" and is served as written.  The last
+  tiered record always stays (only a tombstone could go, being the latest
+  of its key): while nothing follows it, it is the log's last record, and a
+  consumer whose position fell into a gap at the very end of the log would
+  wait forever below the high watermark (Kafka's active segment, never
+  cleaned, gives the same guarantee).
 
 A pass builds the key -> latest offset map from the *dirty* segments
 (``[cleaned_to, upper)``, where ``cleaned_to`` is the cleaner checkpoint in
@@ -35,12 +40,13 @@ Old objects stay readable until the sweeper's grace period has passed.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from . import keys
 from .catalog import Topic
-from .clock import Clock
+from .clock import Clock, make_random
 from .conditions import ABSENT, MAX_WRITE_OPS, Delete, Put, where
 from .errors import AlreadyExists, Conflict
 from .ports import MetaStore, ObjectStore
@@ -68,12 +74,13 @@ def latest_offsets(records: Iterable[Record], into: dict[bytes, int]) -> None:
             into[r.key] = r.offset
 
 
-def compact(records: Iterable[Record], latest: Mapping[bytes, int], *, drop_tombstones: bool) -> list[Record]:
+def compact(records: Iterable[Record], latest: Mapping[bytes, int], *, drop_tombstones: bool,
+            keep: int = -1) -> list[Record]:
     """The records that survive: not superseded by a later record of their key, and
-    not a tombstone whose retention is over."""
+    not a tombstone whose retention is over.  The record at offset ``keep`` always survives."""
     out = []
     for r in records:
-        if r.key is not None:
+        if r.key is not None and r.offset != keep:
             newest = latest.get(r.key)
             if newest is not None and newest > r.offset:
                 continue
@@ -133,11 +140,13 @@ class _Run:
 
 class Compactor:
     def __init__(self, objects: ObjectStore, meta: MetaStore, clock: Clock, policy: TierPolicy = TierPolicy(), *,
-                 min_dirty_ratio: float = DEFAULT_MIN_DIRTY_RATIO, max_map_keys: int = DEFAULT_MAX_MAP_KEYS) -> None:
+                 min_dirty_ratio: float = DEFAULT_MIN_DIRTY_RATIO, max_map_keys: int = DEFAULT_MAX_MAP_KEYS,
+                 rng: random.Random | None = None) -> None:
         self.objects = objects
         self.meta = meta
         self.clock = clock
         self.policy = policy
+        self.rng = rng or make_random()
         self.min_dirty_ratio = min_dirty_ratio
         self.max_map_keys = max_map_keys
 
@@ -174,8 +183,9 @@ class Compactor:
             targets = [s for s in segments if s.end <= upper]
         else:
             targets = due
+        last = segments[-1].end - 1
         try:
-            await self._rewrite(topic, targets, latest, now, retention, state.cleaned_to, result)
+            await self._rewrite(topic, targets, latest, now, retention, state.cleaned_to, last, result)
         except Conflict:
             result.state = "conflict"
             return result
@@ -194,12 +204,12 @@ class Compactor:
         return records
 
     async def _rewrite(self, topic: Topic, targets: list[TierSegment], latest: dict[bytes, int], now: int,
-                       retention: int, cleaned_to: int, result: CompactionResult) -> None:
+                       retention: int, cleaned_to: int, last: int, result: CompactionResult) -> None:
         target_bytes = self.policy.target_for(topic)
         run = _Run()
         for s in targets:
             records = await self._records(s, result)
-            kept = compact(records, latest, drop_tombstones=tombstones_due(s, now, retention))
+            kept = compact(records, latest, drop_tombstones=tombstones_due(s, now, retention), keep=last)
             result.records_before += len(records)
             result.records_after += len(kept)
             first_clean = s.end > cleaned_to and s.cleaned_ms is None
@@ -207,7 +217,7 @@ class Compactor:
                 await self._flush(topic, run, result)
                 run = _Run()
                 if first_clean and s.tombstones:  # nothing dropped, but its tombstones' clock starts now
-                    await self._replace([s], s.rewritten(cleaned_ms=now))
+                    await self._replace([s], s.rewritten(cleaned_ms=now, writer=self._token()))
                 continue
             size = sum(record_size(r) for r in kept)
             if run.members and (run.members[-1].end != s.start or run.raw_bytes + size > target_bytes
@@ -226,7 +236,7 @@ class Compactor:
         first, last = run.members[0], run.members[-1]
         base = dict(topic_id=topic.topic_id, partition=first.partition, start=first.start, end=last.end,
                     codec=self.policy.codec, gen=last.gen + 1, created_ms=self.clock.now_ms(),
-                    cleaned_ms=run.cleaned_ms)
+                    cleaned_ms=run.cleaned_ms, writer=self._token())
         if run.records:
             encoded = await asyncio.to_thread(encode_tier, topic.name, first.partition, run.records,
                                               codec=self.policy.codec, chunk_bytes=self.policy.chunk_bytes)
@@ -253,9 +263,12 @@ class Compactor:
             await with_retries(lambda: self.meta.write(ops))
         except Conflict:
             found = await self.meta.get(pk, segment.sk)
-            if found is None or found.attrs != segment.to_item().attrs:
+            if found is None or found.get("writer") != segment.writer:
                 raise  # someone else changed these segments: stop this pass
             # else an earlier attempt of ours landed before a timeout
+
+    def _token(self) -> str:
+        return f"{self.rng.getrandbits(64):016x}"
 
     async def _put(self, key: str, data: bytes) -> None:
         async def attempt() -> None:

@@ -1,13 +1,14 @@
 """The read side: find which object holds an offset and fetch only that partition's bytes.
 
 Refs the caller already holds (the leader's uncheckpointed tail) come
-first; that is the caller's business.  `locate` then asks the checkpoint
-items (one Query, then the checkpoint's index object, cached) and, if they
-do not hold the offset, the tier items (one Query).  Tiering creates a tier
-item no later than it deletes the checkpoints it covers, and a tier item
-only disappears below the log start or inside the same write that replaces
-it, so asking in this order never misses an offset that is stored: a swap
-that lands after the checkpoint Query is visible to the tier Query.
+first; that is the caller's business.  `locate` prefers tier items (one
+Query), which hold compacted data and large chunks; if none holds the
+offset it asks the checkpoint items (one Query, then the checkpoint's index
+object, cached), and if those miss too, the tier items once more.  Tiering
+creates a tier item no later than it deletes the checkpoints it covers, and
+a tier item only disappears below the log start or inside the same write
+that replaces it, so this order never misses an offset that is stored: a
+swap that lands between the first two Queries is visible to the third.
 
 Each ingest range is fetched with one ranged GET and cached, so a consumer
 reading sequentially costs one GET per ingest object range, not one per
@@ -72,6 +73,9 @@ class LogReader:
 
     async def locate(self, topic_id: str, partition: int, offset: int) -> list[SegmentRef]:
         """Refs in offset order starting with the one holding ``offset`` (or the next one after a gap)."""
+        covered, tier = await self._tier_refs(topic_id, partition, offset)
+        if covered:
+            return tier
         found = await self._checkpoint_refs(topic_id, partition, offset)
         if found and found[0].first_offset <= offset:
             return found

@@ -20,12 +20,17 @@ prefix stays small.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from . import keys
+from .errors import TidelogError
 from .model import ObjectInfo
 from .ports import ObjectStore
+
+log = logging.getLogger("tidelog.replication")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +78,39 @@ async def open_bucket(bucket: str, *, region: str, endpoint_url: str | None = No
     from .adapters.s3 import S3ObjectStore
 
     return await S3ObjectStore.open(bucket, endpoint_url=endpoint_url, region=region)
+
+
+class ReplicationMonitor:
+    """Measures the lag every ``interval_s`` for as long as it runs (a broker's gauge).
+
+    The replica store is opened on first use and closed when the task ends; a
+    failed measurement is logged and retried at the next interval, because a
+    replica region being unreachable is exactly what the gauge must survive.
+    """
+
+    def __init__(self, primary: ObjectStore, replica_bucket: str, *, region: str, endpoint_url: str | None = None,
+                 interval_s: float = 60.0,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.primary = primary
+        self.replica_bucket = replica_bucket
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self.interval_s = interval_s
+        self._sleep = sleep
+
+    async def run_forever(self, report: Callable[[ReplicationLag], None]) -> None:
+        replica: ObjectStore | None = None
+        try:
+            while True:
+                try:
+                    if replica is None:
+                        replica = await open_bucket(self.replica_bucket, region=self.region,
+                                                    endpoint_url=self.endpoint_url)
+                    report(await measure_replication_lag(self.primary, replica))
+                except TidelogError as exc:
+                    log.warning("replication lag not measured", extra={"replica": self.replica_bucket,
+                                                                      "error": str(exc)})
+                await self._sleep(self.interval_s)
+        finally:
+            if replica is not None:
+                await replica.close()

@@ -15,7 +15,8 @@ session its newest checkpoint names, from that checkpoint's ``log_from``.
 So session S's item ``seq`` is still needed only while some partition's
 newest checkpoint names S with ``log_from <= seq``; below the smallest such
 ``log_from`` (or entirely, when no newest checkpoint names S) items are
-covered and deleted.  Every partition a session writes has a newest
+covered and deleted -- except a live session's latest item, which is what
+lets `gc.find_orphans` prove that the session's earlier seqs are settled.  Every partition a session writes has a newest
 checkpoint naming that session (acquiring writes one in the same
 transaction as the lease), until a newer owner replaced it after replaying
 the log.  The commit logs are read *before* the checkpoints, so an item
@@ -160,8 +161,8 @@ class Sweeper:
             async for info in self.objects.list(root):
                 listed[info.key] = info
         result.objects_listed = len(listed)
-        sessions = {s for s in map(keys.session_of_object, listed) if s is not None}
-        sessions |= await self._current_sessions()
+        live = await self._live_sessions()
+        sessions = {s for s in map(keys.session_of_object, listed) if s is not None} | live
         logs = {s: await self.meta.query(keys.commit_log_pk(s)) for s in sorted(sessions)}
         refs = await self._partition_references(result)
         needed = covered_below(refs.newest)
@@ -169,6 +170,8 @@ class Sweeper:
         for session, items in logs.items():
             first_needed = needed.get(session)
             for item in items:
+                if item is items[-1] and session in live:
+                    continue  # a live session's latest item proves its earlier seqs settled (see gc)
                 if first_needed is None or int(item.sk) < first_needed:
                     covered.append((item.pk, item.sk))
                 elif not item.get("void"):
@@ -199,9 +202,11 @@ class Sweeper:
         await bounded_map(self.objects.delete, old_states, self.policy.concurrency)
         return result
 
-    async def _current_sessions(self) -> set[str]:
+    async def _live_sessions(self) -> set[str]:
+        """Sessions that may still commit: each node's current epoch, alive and unfenced."""
         return {keys.session_name(int(b.attrs["node_id"]), int(b.attrs["epoch"]))
-                for b in await self.meta.query(keys.BROKERS_PK)}
+                for b in await self.meta.query(keys.BROKERS_PK)
+                if b.get("alive", True) and not b.get("fenced", False)}
 
     async def _partition_references(self, result: SweepResult) -> _References:
         refs = _References()
@@ -229,7 +234,7 @@ class Sweeper:
         for index_key, topic_id, partition in refs.index_needs:
             try:
                 for r in await self.indexes.refs(index_key, topic_id, partition):
-                    pass
+                    refs.objects.add(r.object_key)
             except (NotFound, CorruptData) as exc:
                 refs.ingest_known = False
                 result.errors.append(f"index object unreadable; keeping every ingest object key={index_key}: {exc}")

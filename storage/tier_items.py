@@ -54,6 +54,10 @@ class TierSegment:
     gen: int = 0
     created_ms: int = 0
     cleaned_ms: int | None = None
+    #: A random token of the write that made this version: content-addressed
+    #: keys make racing writers' items look alike, and a writer settling an
+    #: ambiguous reply must know whether the item it finds is its own.
+    writer: str = ""
 
     @property
     def sk(self) -> str:
@@ -68,7 +72,7 @@ class TierSegment:
             "start": self.start, "end": self.end, "object": self.object_key, "size": self.size,
             "max_ts": self.max_timestamp, "records": self.record_count, "tombstones": self.tombstones,
             "raw_bytes": self.raw_bytes, "codec": self.codec, "chunks": [c.to_json() for c in self.chunks],
-            "gen": self.gen, "created_ms": self.created_ms, "cleaned_ms": self.cleaned_ms,
+            "gen": self.gen, "created_ms": self.created_ms, "cleaned_ms": self.cleaned_ms, "writer": self.writer,
         })
 
     @classmethod
@@ -84,6 +88,7 @@ class TierSegment:
                 chunks=tuple(Chunk.from_json(c) for c in a.get("chunks") or ()), gen=int(a.get("gen", 0)),
                 created_ms=int(a.get("created_ms", 0)),
                 cleaned_ms=None if a.get("cleaned_ms") is None else int(a["cleaned_ms"]),
+                writer=str(a.get("writer", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptData("tier item is malformed", pk=item.pk, sk=item.sk) from exc

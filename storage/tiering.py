@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from . import keys
 from .catalog import Topic
-from .clock import Clock
+from .clock import Clock, make_random
 from .conditions import ABSENT, MAX_WRITE_OPS, Delete, Put, where
 from .errors import AlreadyExists, Conflict, InvalidRequest
 from .model import SegmentRef
@@ -144,12 +145,13 @@ def records_in(batches: Iterable[Sequence[BatchEntry]], start: int, end: int) ->
 
 class Tierer:
     def __init__(self, objects: ObjectStore, meta: MetaStore, clock: Clock, policy: TierPolicy = TierPolicy(),
-                 index_cache: IndexCache | None = None) -> None:
+                 index_cache: IndexCache | None = None, rng: random.Random | None = None) -> None:
         self.objects = objects
         self.meta = meta
         self.clock = clock
         self.policy = policy
         self.indexes = index_cache or IndexCache(objects)
+        self.rng = rng or make_random()
 
     async def tier_partition(self, topic: Topic, partition: int, *, max_segments: int | None = None) -> TierResult:
         """Tier as many segments as policy allows (or ``max_segments``); safe to run concurrently."""
@@ -193,7 +195,7 @@ class Tierer:
             object_key=keys.tier_object_key(topic.name, view.partition, topic.topic_id, start, end, encoded.digest),
             size=len(encoded.data), max_timestamp=encoded.max_timestamp, record_count=encoded.record_count,
             tombstones=encoded.tombstones, raw_bytes=encoded.raw_bytes, codec=self.policy.codec,
-            chunks=encoded.chunks, gen=0, created_ms=self.clock.now_ms())
+            chunks=encoded.chunks, gen=0, created_ms=self.clock.now_ms(), writer=f"{self.rng.getrandbits(64):016x}")
         put_at = self.clock.monotonic_ms()
         await self._put(segment.object_key, encoded.data)
         if self.clock.monotonic_ms() - put_at > self.policy.max_commit_delay_ms:
@@ -283,7 +285,7 @@ class Tierer:
         except Conflict:
             # Lost the race -- unless an earlier attempt of ours landed before a timeout.
             found = await self.meta.get(pk, segment.sk)
-            if found is None or found.get("object") != segment.object_key:
+            if found is None or found.get("writer") != segment.writer:
                 return None
         if covered[room:]:
             await delete_items(self.meta, ((pk, sk) for sk in covered[room:]))

@@ -12,7 +12,12 @@ Invariants:
   generation fails, the group stays in PreparingRebalance with its old
   generation and the background ticker retries; nobody is told anything.
 * A group is loaded from the store at most once per coordinator (loading may
-  move the stored generation on, see `_load`).
+  move the stored generation on, see `_load`), and only by the broker that
+  coordinates it: the request handlers check ownership first, listing takes
+  an ownership test, and the offset-expiry sweep reads groups that are not
+  loaded here from the store without loading them.  `forget` drops groups
+  another broker coordinates now; requests still holding one are answered
+  NOT_COORDINATOR.
 * Member liveness follows Kafka: a member awaiting its JoinGroup or SyncGroup
   answer is alive; any other member must be heard from (heartbeat, commit,
   join, sync) within its session timeout, in every state.
@@ -31,6 +36,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 from tidelog.storage.clock import Clock
 from tidelog.storage.errors import Conflict, TidelogError
@@ -163,7 +169,7 @@ class GroupCoordinator:
         group = await self._group(group_id, create=True)
         async with group.lock:
             if group.state == DEAD:
-                return JoinResult(ErrorCode.COORDINATOR_NOT_AVAILABLE, member_id=member_id)
+                return JoinResult(_gone(group), member_id=member_id)
             if not protocols or not group.supports(protocol_type, [n for n, _ in protocols]):
                 return JoinResult(ErrorCode.INCONSISTENT_GROUP_PROTOCOL, member_id=member_id)
             now = self.clock.now_ms()
@@ -337,7 +343,7 @@ class GroupCoordinator:
     def _validate_member(self, group: Group, member: Member | None, member_id: str, instance_id: str | None,
                          generation: int) -> int:
         if group.state == DEAD:
-            return ErrorCode.COORDINATOR_NOT_AVAILABLE
+            return _gone(group)
         if instance_id is not None:
             owner = group.instances.get(instance_id)
             if owner is not None and owner != member_id:
@@ -462,7 +468,7 @@ class GroupCoordinator:
         group = await self._group(group_id, create=True)
         async with group.lock:
             if group.state == DEAD:
-                return ErrorCode.COORDINATOR_NOT_AVAILABLE
+                return _gone(group)
             outsider = generation < 0 and not member_id and instance_id is None
             if outsider:
                 # Kafka lets a consumer outside any group commit only while the group is empty.
@@ -494,54 +500,75 @@ class GroupCoordinator:
         return {(o.topic, o.partition): o for o in committed if (o.topic, o.partition) not in expired}
 
     def _expired(self, group: Group, offsets: list[CommittedOffset]) -> list[CommittedOffset]:
-        now = self.clock.now_ms()
-        retention = self.offsets_retention_ms
-        if group.state == EMPTY and group.protocol_type:
-            # A group that had members: everything goes once it has been empty long enough.
-            since = group.empty_since_ms
-            return [o for o in offsets if now - (since if since is not None else o.commit_ms) >= retention]
-        if group.state == EMPTY:
-            # Offsets committed from outside any group: each by its own last commit.
-            return [o for o in offsets if now - o.commit_ms >= retention]
-        if group.state == STABLE and group.protocol_type == CONSUMER_PROTOCOL:
-            subscribed = group.subscribed_topics()
-            if subscribed is not None:
-                return [o for o in offsets if o.topic not in subscribed and now - o.commit_ms >= retention]
-        return []
+        return group.expired_offsets(offsets, self.clock.now_ms(), self.offsets_retention_ms)
 
     async def expire_offsets(self) -> None:
-        """Delete expired offsets of every stored group; remove Empty groups left with no offsets."""
-        names = set(await self.store.list_names()) | set(self.groups)
-        for name in sorted(names):
-            group = await self._group(name, create=False)
-            if group is None:
-                continue
-            async with group.lock:
-                if group.state == DEAD:
-                    continue
-                committed = await self.store.offsets(name)
-                expired = self._expired(group, committed)
-                if expired:
-                    deleted = await self.store.expire_offsets(name, expired)
-                    log.info("expired committed offsets", extra={"group": name, "count": deleted})
-                    if deleted < len(expired):
-                        continue
-                if group.state == EMPTY and not group.members and not group.pending and \
-                        len(committed) == len(expired):
-                    await self.store.delete_group(name, await self.store.load(name))
-                    self._forget(group)
-                    log.info("removed empty group", extra={"group": name})
+        """Delete expired offsets of every stored group; remove Empty groups left with no offsets.
 
-    def _forget(self, group: Group) -> None:
+        Groups loaded here are judged by their live state, under their lock.
+        Any other group is judged from its stored record without loading it
+        (loading would move its generation on, fencing the members of whichever
+        broker coordinates it): only a group stored as having no members can
+        have expired offsets then, and every delete is conditional, so a
+        coordinator that is busy with it elsewhere loses nothing.
+        """
+        for name in sorted(set(await self.store.list_names()) | set(self.groups)):
+            group = self.groups.get(name)
+            if group is not None:
+                async with group.lock:
+                    if group.state != DEAD:
+                        await self._expire_group(group)
+                continue
+            record = await self.store.load(name)
+            if name not in self.groups and (record is None or record.members == 0):
+                stored = Group(name, state=EMPTY, generation=record.generation if record else 0,
+                               protocol_type=record.protocol_type if record else None,
+                               empty_since_ms=record.empty_since_ms if record else None)
+                await self._expire_group(stored, record)
+
+    async def _expire_group(self, group: Group, record: GroupRecord | None = None) -> None:
+        committed = await self.store.offsets(group.name)
+        expired = self._expired(group, committed)
+        if expired:
+            deleted = await self.store.expire_offsets(group.name, expired)
+            log.info("expired committed offsets", extra={"group": group.name, "count": deleted})
+            if deleted < len(expired):
+                return
+        if group.state == EMPTY and not group.members and not group.pending and len(committed) == len(expired):
+            loaded = group.name in self.groups
+            try:
+                await self.store.delete_group(group.name, self._records.get(group.name) if loaded else record)
+            except Conflict:
+                return  # the group changed meanwhile: it is in use again
+            if loaded:
+                self._forget(group)
+            log.info("removed empty group", extra={"group": group.name})
+
+    def _forget(self, group: Group, *, moved: bool = False) -> None:
         group.state = DEAD
-        self.groups.pop(group.name, None)
-        self._records.pop(group.name, None)
+        group.moved = moved
+        if self.groups.get(group.name) is group:
+            del self.groups[group.name]
+            self._records.pop(group.name, None)
+
+    async def forget(self, should_forget: Callable[[str], bool]) -> None:
+        """Drop the in-memory state of groups another broker now coordinates (or all of them, after
+        our session was fenced).  Waiting members are told NOT_COORDINATOR and find the new
+        coordinator, which reloads the group from the store and moves its generation on."""
+        for name in [n for n in self.groups if should_forget(n)]:
+            group = self.groups[name]
+            async with group.lock:
+                self._forget(group, moved=True)
+                for m in group.members.values():
+                    _resolve(m.join_future, JoinResult(ErrorCode.NOT_COORDINATOR, member_id=m.member_id))
+                    _resolve(m.sync_future, SyncResult(ErrorCode.NOT_COORDINATOR))
 
     # --- admin ----------------------------------------------------------------------------------------
-    async def list_groups(self) -> list[Group]:
+    async def list_groups(self, owned: Callable[[str], bool] = lambda name: True) -> list[Group]:
+        """Groups this broker coordinates (``owned``), loading those it has not seen yet."""
         names = set(await self.store.list_names()) | set(self.groups)
         out = []
-        for name in sorted(names):
+        for name in sorted(n for n in names if owned(n)):
             group = await self._group(name, create=False)
             if group is not None and group.state != DEAD:
                 out.append(group)
@@ -558,7 +585,7 @@ class GroupCoordinator:
             return ErrorCode.GROUP_ID_NOT_FOUND
         async with group.lock:
             if group.state == DEAD:
-                return ErrorCode.GROUP_ID_NOT_FOUND
+                return ErrorCode.NOT_COORDINATOR if group.moved else ErrorCode.GROUP_ID_NOT_FOUND
             if group.members:
                 return ErrorCode.NON_EMPTY_GROUP
             await self.store.delete_group(group_id, await self.store.load(group_id))
@@ -577,7 +604,7 @@ class GroupCoordinator:
             return ErrorCode.GROUP_ID_NOT_FOUND, {}
         async with group.lock:
             if group.state == DEAD:
-                return ErrorCode.GROUP_ID_NOT_FOUND, {}
+                return (ErrorCode.NOT_COORDINATOR if group.moved else ErrorCode.GROUP_ID_NOT_FOUND), {}
             if not group.members:
                 subscribed: set[str] = set()
             elif group.protocol_type == CONSUMER_PROTOCOL:
@@ -591,6 +618,11 @@ class GroupCoordinator:
             if deletable:
                 await self.store.delete_offsets(group_id, deletable)
         return ErrorCode.NONE, errors
+
+
+def _gone(group: Group) -> int:
+    """The answer for a request that reached a Dead group: look again (moved) or retry (deleted)."""
+    return ErrorCode.NOT_COORDINATOR if group.moved else ErrorCode.COORDINATOR_NOT_AVAILABLE
 
 
 def _resolve(future: asyncio.Future | None, result: object) -> None:

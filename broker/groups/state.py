@@ -11,6 +11,8 @@ import asyncio
 import struct
 from dataclasses import dataclass, field
 
+from tidelog.storage.groups import CommittedOffset
+
 EMPTY = "Empty"
 PREPARING = "PreparingRebalance"
 COMPLETING = "CompletingRebalance"
@@ -62,6 +64,7 @@ class Group:
     join_not_before_ms: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     empty_since_ms: int | None = None
+    moved: bool = False  # Dead because another broker coordinates it now, not because it was deleted
 
     def rebalance_deadline_ms(self) -> int:
         timeout = max((m.rebalance_timeout_ms for m in self.members.values()), default=0)
@@ -121,6 +124,30 @@ class Group:
                 return None
             topics |= parsed
         return topics
+
+    def expired_offsets(self, offsets: list[CommittedOffset], now_ms: int,
+                        retention_ms: int) -> list[CommittedOffset]:
+        """Which committed offsets have expired, by Kafka's rules (KIP-211).
+
+        * A group that has had members and is Empty: all of them, once it has
+          been empty for the retention period (by commit time if we do not
+          know when it emptied).
+        * Offsets committed from outside any group (no protocol type): each a
+          retention period after its own last commit.
+        * A Stable consumer group: offsets of topics it no longer subscribes
+          to, a retention period after their last commit.
+        * Otherwise none: a rebalancing group's offsets are in use.
+        """
+        if self.state == EMPTY and self.protocol_type:
+            since = self.empty_since_ms
+            return [o for o in offsets if now_ms - (since if since is not None else o.commit_ms) >= retention_ms]
+        if self.state == EMPTY:
+            return [o for o in offsets if now_ms - o.commit_ms >= retention_ms]
+        if self.state == STABLE and self.protocol_type == CONSUMER_PROTOCOL:
+            subscribed = self.subscribed_topics()
+            if subscribed is not None:
+                return [o for o in offsets if o.topic not in subscribed and now_ms - o.commit_ms >= retention_ms]
+        return []
 
 
 CONSUMER_PROTOCOL = "consumer"

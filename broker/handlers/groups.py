@@ -14,6 +14,7 @@ from ..context import BrokerContext
 from ..server import CLIENT_HOST, RequestRefused
 from ..errors import ErrorCode
 from ..groups.coordinator import MAX_METADATA
+from ..groups.state import STABLE
 
 log = logging.getLogger("tidelog.groups")
 
@@ -65,7 +66,8 @@ async def join_group(ctx: BrokerContext, request: wire.DecodedRequest):
         require_known_member=v >= 4)
     members = [R.JoinGroupResponseMember(member_id=m, group_instance_id=i, metadata=md) for m, i, md in result.members]
     return R(throttle_time_ms=0, error_code=result.error, generation_id=result.generation,
-             protocol_type=result.protocol_type, protocol_name=result.protocol if v < 7 else result.protocol,
+             # ProtocolName only became nullable in v7; before that an error answer carries "" as Kafka's does.
+             protocol_type=result.protocol_type, protocol_name=result.protocol if v >= 7 else result.protocol or "",
              leader=result.leader, skip_assignment=False, member_id=result.member_id, members=members)
 
 
@@ -172,12 +174,17 @@ async def offset_fetch(ctx: BrokerContext, request: wire.DecodedRequest):
         P = T.OffsetFetchResponsePartitions
         groups = []
         for g in b.groups:
+            if not ctx.is_coordinator(g.group_id):
+                groups.append(G(group_id=g.group_id, error_code=ErrorCode.NOT_COORDINATOR, topics=[]))
+                continue
             rows = await _offsets_for(ctx, g.group_id, g.topics)
             groups.append(G(group_id=g.group_id, error_code=0, topics=[
                 T(name=name, partitions=[P(partition_index=p, committed_offset=o, committed_leader_epoch=e,
                                            metadata=m, error_code=err) for p, o, e, m, err in parts])
                 for name, parts in rows]))
         return R(throttle_time_ms=0, groups=groups)
+    if not ctx.is_coordinator(b.group_id):
+        raise RequestRefused(ErrorCode.NOT_COORDINATOR)
     T = R.OffsetFetchResponseTopic
     P = T.OffsetFetchResponsePartition
     rows = await _offsets_for(ctx, b.group_id, b.topics)
@@ -190,10 +197,11 @@ async def offset_fetch(ctx: BrokerContext, request: wire.DecodedRequest):
 async def list_groups(ctx: BrokerContext, request: wire.DecodedRequest):
     b = request.body
     R = wire.response_class(LIST_GROUPS, request.api_version)
-    wanted = set(getattr(b, "states_filter", None) or [])
+    wanted = {state.lower() for state in getattr(b, "states_filter", None) or []}  # Kafka ignores case here
     out = []
-    for g in await ctx.groups.list_groups():
-        if wanted and g.state not in wanted:
+    # Each broker lists the groups it coordinates; clients ask every broker.
+    for g in await ctx.groups.list_groups(ctx.is_coordinator):
+        if wanted and g.state.lower() not in wanted:
             continue
         out.append(R.ListedGroup(group_id=g.name, protocol_type=g.protocol_type or "", group_state=g.state))
     return R(throttle_time_ms=0, error_code=0, groups=out)
@@ -206,23 +214,31 @@ async def describe_groups(ctx: BrokerContext, request: wire.DecodedRequest):
     M = D.DescribedGroupMember
     out = []
     for name in b.groups:
+        if not ctx.is_coordinator(name):
+            out.append(D(error_code=ErrorCode.NOT_COORDINATOR, group_id=name, group_state="", protocol_type="",
+                         protocol_data="", members=[]))
+            continue
         g = await ctx.groups.describe(name)
         if g is None:
             out.append(D(error_code=0, group_id=name, group_state="Dead", protocol_type="", protocol_data="",
                          members=[]))
             continue
+        # As in Kafka, the protocol, subscriptions and assignments are only shown once they are
+        # settled (Stable); mid-rebalance they belong to a generation that is going away.
+        stable = g.state == STABLE
         members = [M(member_id=m.member_id, group_instance_id=m.instance_id, client_id=m.client_id,
-                     client_host=m.client_host, member_metadata=m.metadata_for(g.protocol),
-                     member_assignment=m.assignment) for m in g.members.values()]
+                     client_host=m.client_host, member_metadata=m.metadata_for(g.protocol) if stable else b"",
+                     member_assignment=m.assignment if stable else b"") for m in g.members.values()]
         out.append(D(error_code=0, group_id=name, group_state=g.state, protocol_type=g.protocol_type or "",
-                     protocol_data=g.protocol or "", members=members))
+                     protocol_data=(g.protocol or "") if stable else "", members=members))
     return R(throttle_time_ms=0, groups=out)
 
 
 async def delete_groups(ctx: BrokerContext, request: wire.DecodedRequest):
     b = request.body
     R = wire.response_class(DELETE_GROUPS, request.api_version)
-    results = [R.DeletableGroupResult(group_id=name, error_code=await ctx.groups.delete_group(name))
+    results = [R.DeletableGroupResult(group_id=name, error_code=await ctx.groups.delete_group(name)
+                                      if ctx.is_coordinator(name) else ErrorCode.NOT_COORDINATOR)
                for name in b.groups_names]
     return R(throttle_time_ms=0, results=results)
 

@@ -7,10 +7,12 @@ figures are internally consistent.
 from __future__ import annotations
 
 import json
+import signal
+import time
 
 import pytest
 
-from tests.support.cli import assert_clean_failure, cli_broker, run_cli, unique  # noqa: F401
+from tests.support.cli import assert_clean_failure, cli_broker, run_cli, start_cli, unique  # noqa: F401
 
 SMALL = ["--records", "2000", "--record-size", "100"]
 
@@ -94,8 +96,8 @@ def test_progress_bar_on_a_terminal(cli_broker) -> None:
 
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "tidelog.cli", "bench", "produce", *SMALL], stdout=subprocess.PIPE,
-                                stderr=slave, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "tidelog.cli", "bench", "produce", *SMALL],
+                                stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
                                 env=cli_env(cli_broker.bootstrap, TERM="xterm-256color", COLUMNS="120"))
         os.close(slave)
         slave = None
@@ -116,3 +118,23 @@ def test_progress_bar_on_a_terminal(cli_broker) -> None:
     assert proc.returncode == 0, drawn
     assert b"producing" in drawn and b"\x1b[" in drawn
     assert b"\x1b[" not in out and b"records/s" in out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_bench_cleans_up(cli_broker, signum) -> None:
+    b = cli_broker.bootstrap
+    proc = start_cli("bench", "e2e", "--records", "100000", "--rate", "500", "--record-size", "64", bootstrap=b)
+    try:
+        deadline = time.monotonic() + 30
+        while not bench_topics(b):  # started: its temporary topic exists
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.2)
+        time.sleep(0.5)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signum, err
+    assert b"Traceback" not in err and b"Traceback" not in out
+    assert bench_topics(b) == []

@@ -82,9 +82,17 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# Batches are stored as the producer compressed them, so the codec matrix is the same
+# on every backend; on S3 + DynamoDB each producer runs "none" and one codec (all
+# five codecs still get stored there, and all twenty pairs run on the embedded store).
+AWS_CODEC = {"confluent": "gzip", "kafka-python": "snappy", "aiokafka": "lz4", "kcat": "zstd"}
+
+
 @pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("producer", ALL_CLIENTS)
-def test_codec_roundtrip_across_clients(broker, producer: str, codec: str) -> None:
+def test_codec_roundtrip_across_clients(broker, backend: str, producer: str, codec: str) -> None:
+    if backend == "aws" and codec not in ("none", AWS_CODEC[producer]):
+        pytest.skip("codec handling does not depend on the backend; the embedded run covers this pair")
     topic = new_topic(broker.bootstrap)
     sent = sample(producer, f"{producer}-{codec}", now_ms() - 60_000)
     acked = produce(producer, broker.bootstrap, topic, sent, acks="all", compression=codec)

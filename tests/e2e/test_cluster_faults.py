@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.support.cluster import Load, fault_proxy, make_cluster, read_all, verify  # noqa: F401
+from tests.support.cluster import Load, fault_proxy, make_cluster, read_all, verify, wait_until  # noqa: F401
 
 TTL_MS = 3000
 PARTITIONS = 6
@@ -38,12 +38,12 @@ def test_s3_throttling_loses_no_acknowledged_record(make_cluster, fault_proxy) -
                             "operation": ["PutObject", "UploadPart", "CompleteMultipartUpload"],
                             "every": 5}])  # exactly 20%
     load = Load(cluster.bootstrap, topic, PARTITIONS, count=10_000, rate=2000).start()
-    load.wait_acked(6000, 90)
+    wait_until(lambda: fault_proxy.fired("slowdown") >= 10 or load.error, 90, "ten throttled S3 PUTs")
+    load.wait_acked(min(load.count, load.acked_count() + 1000), 60)
     fault_proxy.clear()
     load.join()
     counts = verify(load, read_all(cluster.bootstrap, topic, PARTITIONS))
     fired = fault_proxy.fired("slowdown")
-    assert fired >= 5, f"only {fired} S3 PUTs were throttled"
     assert not load.failed, f"{len(load.failed)} records failed: {list(load.failed.items())[:3]}"
     print(f"\n503s: {fired} S3 PUTs answered 503 SlowDown "
           f"of {fault_proxy.snapshot()['requests'].get('s3:PutObject')}; {counts}")

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.groups import Consumption, Worker, create_topic, produce, wait_until
-from tests.support.raw_kafka import RawClient, fetch_request, fetched
+from tests.support.raw_kafka import RawClient, fetch_request, fetched, join_request
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="(read|open)_text is deprecated", category=DeprecationWarning)
+    from kafka.protocol.admin import DescribeGroupsRequest
     from kafka.protocol.metadata import FindCoordinatorRequest
 
 PARTITIONS = 3
@@ -233,3 +234,20 @@ def test_find_coordinator_v4_answers_a_batch_of_keys(groups):
         assert all(c.node_id == response.coordinators[0].node_id >= 0 for c in response.coordinators)
         legacy = raw.request(FindCoordinatorRequest[2](key_type=GROUP_KEY, key=groups.active))
         assert (legacy.error_code, legacy.host, legacy.port) == (0, host, int(port))
+
+
+def test_join_errors_and_mid_rebalance_descriptions_have_kafkas_shape(groups):
+    """Before v7 a JoinGroup answer's protocol name is not nullable, so an error carries "";
+    DescribeGroups shows no protocol or assignments until the group is Stable."""
+    group = f"shapes-{groups.topic}"
+    with RawClient(groups.bootstrap) as raw:
+        first = raw.request(join_request(group, "", [groups.topic], version=5))
+        assert (first.error_code, first.protocol_name) == (79, "")
+        later = raw.request(join_request(f"{group}-v7", "", [groups.topic], version=7))
+        assert (later.error_code, later.protocol_name) == (79, None)
+        joined = raw.request(join_request(group, first.member_id, [groups.topic], version=5))
+        assert joined.error_code == 0 and joined.protocol_name == "range"
+        (described,) = raw.request(DescribeGroupsRequest[4](groups=[group],
+                                                            include_authorized_operations=False)).groups
+        assert described.group_state == "CompletingRebalance" and described.protocol_data == ""
+        assert [(m.member_id, m.member_assignment) for m in described.members] == [(first.member_id, b"")]

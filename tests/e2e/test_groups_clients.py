@@ -98,7 +98,7 @@ def test_crashed_member_is_replaced_within_the_session_timeout(broker, tmp_path,
     assert took < REBALANCE_BOUND_S
 
 
-# --- broker and group restarts ---------------------------------------------------------------------------------------
+# --- broker and group restarts --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_group_resumes_at_committed_offsets_after_the_group_and_broker_restart(brokers, tmp_path, workers, how):
     first = brokers.start()
@@ -149,7 +149,7 @@ def test_members_ride_out_a_broker_crash(brokers, tmp_path, workers):
     assert second.proc.poll() is None
 
 
-# --- timeouts -----------------------------------------------------------------------------------------------------------
+# --- timeouts -------------------------------------------------------------------------------------------------------
 def test_member_that_stops_heartbeating_is_dropped_after_its_session_timeout(broker, tmp_path, workers):
     topic = create_topic(broker.bootstrap, PARTITIONS)
     group = f"g-{topic}"
@@ -186,7 +186,7 @@ def test_member_that_stops_polling_leaves_after_max_poll_interval(broker, tmp_pa
     assert took < max_poll_ms / 1000 + REBALANCE_BOUND_S
 
 
-# --- static membership -------------------------------------------------------------------------------------------------
+# --- static membership ----------------------------------------------------------------------------------------------
 def test_static_member_restart_keeps_its_assignment_and_a_duplicate_instance_is_fenced(broker, tmp_path, workers):
     topic = create_topic(broker.bootstrap, PARTITIONS)
     group = f"g-{topic}"

@@ -194,12 +194,11 @@ async def test_tier_segments_are_indexed_again_with_their_topic_id(stores) -> No
     [item] = await fresh.query(pk, prefix=keys.TIER_PREFIX)
     segment = TierSegment.from_item(item)
     assert (segment.start, segment.end, segment.record_count) == (0, 6, 6)
-    served = {}
-    for ref in segment.refs():
-        data = await objects.get(ref.object_key, ref.position, ref.position + ref.length)
-        chunk = next(c for c in segment.chunks if c.position == ref.position)
-        served.update({r.offset: r.value for r in decode_chunk(data, codec=segment.codec, crc=chunk.crc32c)})
-    assert served == {o: log.committed[0][o] for o in range(6)}
+    for chunk in segment.chunks:  # the rebuilt chunk table is sound
+        data = await objects.get(tier_key, chunk.position, chunk.position + chunk.length)
+        assert decode_chunk(data, codec=segment.codec, crc=chunk.crc32c)[0].offset == chunk.first_offset
+    # Through the reader, as a broker serves it: tier segment first, then the ingest ranges.
+    assert await read_all(objects, fresh, topic.topic_id, 0, 12) == log.committed[0]
     writer = LogWriter(objects, fresh, await session(fresh, 0, clock), clock)
     recovered = await writer.acquire("events", topic.topic_id, 0)
     assert recovered.next_offset == 12

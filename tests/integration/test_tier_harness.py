@@ -57,6 +57,7 @@ class History:
         self.catalog = Catalog(storage.meta)
         self.led: dict[tuple[str, int], Led] = {}
         self.expected: dict[tuple[str, int], list[Record]] = {}
+        self.topics: dict[str, Topic] = {}
         self.writer: LogWriter | None = None
 
     async def start_session(self, node_id: int = 0) -> None:
@@ -67,6 +68,7 @@ class History:
 
     async def create(self, name: str, partitions: int = 1, configs: Mapping[str, str] | None = None) -> Topic:
         topic = await self.catalog.create(name, partitions, dict(configs or {}))
+        self.topics[name] = topic
         for p in range(partitions):
             await self.acquire(topic, p)
             self.expected[(name, p)] = []
@@ -122,7 +124,7 @@ class History:
             led.checkpoint_start = snap.end_offset
 
     def topic_id(self, name: str) -> str:
-        return next(led.topic.topic_id for (n, _), led in self.led.items() if n == name)
+        return self.topics[name].topic_id
 
 
 async def read_log(reader: LogReader, topic_id: str, partition: int, start: int, end: int,
@@ -136,16 +138,14 @@ async def read_log(reader: LogReader, topic_id: str, partition: int, start: int,
             refs = await reader.locate(topic_id, partition, offset) or refs
         if not refs:
             raise AssertionError(f"nothing stored at offset {offset} below {end}")
-        progressed = False
         for ref in refs:
             for entry in await reader.read(ref):
                 if entry.last_offset < offset:
                     continue
                 out.extend(r for r in decode_records(entry.batch) if offset <= r.offset < end)
                 offset = entry.last_offset + 1
-                progressed = True
-        if not progressed:
-            raise AssertionError(f"no progress at offset {offset}")
+        # Compaction gaps: carry on after the refs, as the broker does.
+        offset = max(offset, refs[-1].last_offset + 1)
     return out
 
 

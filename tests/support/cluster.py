@@ -158,6 +158,19 @@ class Cluster:
     def log_events(self, proc: BrokerProcess, msg: str) -> list[dict]:
         return [e for e in parse_log(proc.logs()) if e.get("msg") == msg]
 
+    def takeover_seconds(self, topic: str, partitions: Iterable[int], since: float) -> float:
+        """Seconds from ``since`` (wall clock) until the last of ``partitions`` was led again,
+        from the brokers' own "leading partition" log lines."""
+        firsts = {}
+        for proc in [*self.brokers.values(), *self.retired]:
+            for e in self.log_events(proc, "leading partition"):
+                at = _log_time(e)
+                if e.get("topic") == topic and at >= since:
+                    firsts[e["partition"]] = min(firsts.get(e["partition"], at), at)
+        missing = set(partitions) - set(firsts)
+        assert not missing, f"partitions {sorted(missing)} were never led again"
+        return max(firsts[p] for p in partitions) - since
+
     # --- metadata ----------------------------------------------------------------
     def leaders(self, topic: str, via: int | None = None) -> dict[int, int]:
         """partition -> leader node id, as a broker (``via``, default any) reports it in Metadata."""
@@ -234,6 +247,12 @@ class Cluster:
         async def listing(storage):
             return [o.key async for o in storage.objects.list(f"ingest/{session}/")]
         return self.inspect(listing)
+
+
+def _log_time(entry: dict) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).timestamp()
 
 
 def parse_log(text: str) -> list[dict]:

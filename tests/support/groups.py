@@ -146,6 +146,16 @@ def owned(events: Iterable[dict]) -> set[TP]:
     return mine
 
 
+def last_commits(events: Iterable[dict]) -> dict[TP, int]:
+    """The last acknowledged commit per partition (the next offset to read)."""
+    out: dict[TP, int] = {}
+    for e in events:
+        if e["e"] == "commit":
+            for t, p, o in e["offs"]:
+                out[(t, p)] = o
+    return out
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, detail: Callable[[], str] = str,
                interval: float = 0.1) -> float:
     """Polls until ``predicate`` holds; returns the seconds it took, fails with ``detail()`` on timeout."""
@@ -302,7 +312,7 @@ class Feeder:
         return out
 
 
-# --- scenarios shared by the embedded and the S3 + DynamoDB runs ------------------------------------------------------
+# --- scenarios shared by the embedded and the S3 + DynamoDB runs ----------------------------------------------------
 def start(workers: list[Worker], *args, **kwargs) -> Worker:
     """Start a member and register it with the test's list, which stops them all at teardown."""
     w = Worker(*args, **kwargs).start()

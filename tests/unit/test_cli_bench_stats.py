@@ -53,6 +53,19 @@ def test_throttle_paces_to_the_rate() -> None:
     assert clock.now - 100.0 == pytest.approx(4.999)  # record 4999 may go at t0 + 4.999 s
 
 
+def test_throttle_waits_again_when_woken_early() -> None:
+    clock = FakeClock()
+
+    def impatient(seconds: float) -> None:  # like Producer.poll serving a callback: returns part-way
+        clock.wait(min(seconds, 0.001))
+
+    throttle = Throttle(100, clock=clock, wait_fn=impatient)
+    throttle.wait(0)
+    throttle.wait(1)
+    assert clock.now - 100.0 == pytest.approx(0.01)
+    assert len(clock.waits) == 10
+
+
 def test_throttle_does_not_wait_when_behind_and_unlimited_never_waits() -> None:
     clock = FakeClock()
     throttle = Throttle(10, clock=clock, wait_fn=clock.wait)

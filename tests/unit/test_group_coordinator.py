@@ -322,7 +322,7 @@ async def test_stopping_answers_waiting_joins_with_not_coordinator(coord):
     assert await heartbeat(coord, b) == ErrorCode.NOT_COORDINATOR
 
 
-# --- offset deletion and expiry ---------------------------------------------------------------------------------------
+# --- offset deletion and expiry -------------------------------------------------------------------------------------
 async def test_offset_delete_spares_subscribed_topics_while_members_exist(coord):
     a, _ = await stable_pair(coord)
     assert await commit(coord, a.generation, a.member_id, topic="t") == ErrorCode.NONE
@@ -377,3 +377,37 @@ async def test_stable_group_loses_only_offsets_of_topics_it_no_longer_reads(coor
     assert await heartbeat(coord, a) == ErrorCode.NONE
     await coord.run_maintenance()
     assert set(await coord.fetch_offsets(G)) == {("t", 0)}
+
+
+# --- several brokers on one store --------------------------------------------------------------------------------
+async def test_forgotten_group_sends_its_members_to_the_new_coordinator(coord):
+    a, b = await stable_pair(coord)
+    waiting = join(coord, a.member_id)
+    await until(joined(coord, 1), "a waiting to join")
+    await coord.forget(lambda name: name == G)
+    assert (await waiting).error == ErrorCode.NOT_COORDINATOR
+    assert G not in coord.groups
+
+
+async def test_other_brokers_neither_load_nor_fence_a_group_they_do_not_coordinate(coord, store, clock):
+    a, b = await stable_pair(coord)
+    stored = await store.load(G)
+    other = GroupCoordinator(store, clock, offsets_retention_ms=RETENTION, offsets_retention_check_interval_ms=1)
+    assert await other.list_groups(lambda name: name != G) == []
+    clock.advance(RETENTION * 2)
+    assert await heartbeat(coord, a) == await heartbeat(coord, b) == ErrorCode.NONE
+    await other.run_maintenance()  # its offset-expiry sweep reads every stored group
+    assert G not in other.groups
+    assert (await store.load(G)).version == stored.version, "the owner's group was not touched"
+    assert await commit(coord, a.generation, a.member_id) == ErrorCode.NONE
+    await other.stop()
+
+
+async def test_any_broker_sweeps_expired_offsets_of_an_empty_group_it_never_loaded(coord, store, clock):
+    assert await commit(coord, -1, "", 3) == ErrorCode.NONE
+    other = GroupCoordinator(store, clock, offsets_retention_ms=RETENTION, offsets_retention_check_interval_ms=1)
+    clock.advance(RETENTION)
+    await other.run_maintenance()
+    assert G not in other.groups
+    assert await store.offsets(G) == [] and await store.list_names() == []
+    await other.stop()

@@ -1,9 +1,10 @@
-"""Retention in the LogManager, driven by a manual clock over the embedded store.
+"""The LogManager over the embedded store, driven by a manual clock: retention and time lookups.
 
 Covers the I/O half of retention that the pure `RetentionScan` tests cannot:
 finding spans through checkpoints and the uncheckpointed tail, the
 conditional log-start write, what reads and ListOffsets answer afterwards,
-and that the new log start survives a restart.
+and that the new log start survives a restart.  Timestamp lookups must read
+only the one ref that can hold the answer.
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ class Harness:
         self.clock = clock
         self.logs: LogManager | None = None
 
-    async def start(self) -> LogManager:
+    async def start(self, tail_cache_bytes: int = 1 << 20) -> LogManager:
         meta, objects = self.storage.meta, self.storage.objects
         session = await Session.register(meta, BrokerInfo(0, "127.0.0.1", 9092), self.clock.now_ms())
         self.logs = LogManager(LogWriter(objects, meta, session, self.clock), LogReader(objects, meta),
                                Catalog(meta), self.clock, flush_interval_ms=1, flush_bytes=1 << 20,
-                               checkpoint_interval_ms=CHECKPOINT_MS, tail_cache_bytes=1 << 20,
+                               checkpoint_interval_ms=CHECKPOINT_MS, tail_cache_bytes=tail_cache_bytes,
                                retention_check_interval_ms=3_600_000)
         await self.logs.start()
         return self.logs
@@ -153,3 +154,22 @@ async def test_compacted_topics_are_not_deleted_by_retention(harness: Harness) -
     await harness.produce("c", now - HOUR)
     await logs.enforce_retention()
     assert logs.state("c", 0).log_start_offset == 0
+
+
+async def test_timestamp_lookup_reads_only_the_ref_that_holds_the_answer(harness: Harness) -> None:
+    logs = await harness.start(tail_cache_bytes=1)  # the tail keeps only the newest batch
+    now = harness.clock.now_ms()
+    await logs.lead_topic(await logs.catalog.create("t", 1))
+    for b in range(6):  # offsets 2b, 2b+1 at now + 10b; the first three batches get checkpointed
+        await harness.produce("t", now + 10 * b, checkpoint_after=b == 2)
+    state = logs.state("t", 0)
+    assert state.checkpoint_start == 6 and len(state.tail) == 1
+    objects = harness.storage.objects.stats
+    # Newest first, so no earlier lookup has warmed the reader's cache for a later one.
+    for b in range(5, -1, -1):
+        gets = objects.requests.get("GetObject", 0)
+        assert (await logs.offset_for_time("t", 0, now + 10 * b - 5))[:3] == (ErrorCode.NONE, 2 * b, now + 10 * b)
+        # One GET: the answer's own ref range, or (first lookup, answered from the tail)
+        # the checkpoint index walked past on the way.  Reading every older ref would be 6.
+        assert objects.requests.get("GetObject", 0) - gets <= 1, f"batch {b}"
+    assert (await logs.offset_for_time("t", 0, now + 51))[:2] == (ErrorCode.NONE, -1)
