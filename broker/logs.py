@@ -132,11 +132,16 @@ class LogManager:
 
     def drop_all(self, writer: LogWriter | None = None) -> None:
         """Forget every partition at once (our session was fenced): fail what is buffered."""
+        dropped = 0
         for state in self.partitions.values():
             for pending in state.pending:
                 if not pending.future.done():
                     pending.future.set_exception(ProduceError(ErrorCode.NOT_LEADER_OR_FOLLOWER, "leadership lost"))
+                    dropped += 1
             state.producers.rollback_pending()
+        if self.partitions:
+            log.warning("dropped every partition; buffered batches failed",
+                        extra={"partitions": len(self.partitions), "batches": dropped})
         self.partitions.clear()
         self._pending_bytes = 0
         if writer is not None:
@@ -159,6 +164,11 @@ class LogManager:
             try:
                 recovered = await self.writer.acquire(topic.name, topic.topic_id, partition)
             except LeaseHeld:
+                return None
+            except Fenced:
+                # Our session is over (a request raced the rejoin): lead nothing with it.
+                if self.on_fenced is not None:
+                    self.on_fenced()
                 return None
             state = PartitionState(topic, recovered.lease, recovered.next_offset, recovered.max_timestamp,
                                    recovered.producers, self.tail_cache_bytes, checkpoint_start=recovered.next_offset)

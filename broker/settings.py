@@ -36,7 +36,7 @@ class Settings:
     flush_bytes: int = 4 * 1024 * 1024
     checkpoint_interval_ms: int = 10_000
     lease_ttl_ms: int = 7_000
-    tail_cache_bytes: int = 8 * 1024 * 1024
+    tail_cache_bytes: int = 1024 * 1024  # per partition; tailing consumers need only the recent batches
     read_cache_bytes: int = 128 * 1024 * 1024
     max_request_bytes: int = 100 * 1024 * 1024
     auto_create_topics: bool = False

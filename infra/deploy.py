@@ -51,18 +51,24 @@ class DeployError(RuntimeError):
     """A deployment step failed; the message says which and why, in one line."""
 
 
-@dataclass(frozen=True, slots=True)
 class Aws:
-    """boto3 clients for one endpoint (real AWS when ``endpoint_url`` is None)."""
+    """boto3 clients for one endpoint (real AWS when ``endpoint_url`` is None), one per service and region."""
 
-    endpoint_url: str | None = None
-    session: Any = None
+    def __init__(self, endpoint_url: str | None = None, session: Any = None) -> None:
+        self.endpoint_url = endpoint_url
+        self._session = session
+        self._clients: dict[tuple[str, str], Any] = {}
 
     def client(self, service: str, region: str) -> Any:
-        session = self.session or boto3.session.Session()
-        config = Config(retries={"mode": "standard", "max_attempts": 5},
-                        s3={"addressing_style": "path"} if self.endpoint_url else None)
-        return session.client(service, region_name=region, endpoint_url=self.endpoint_url, config=config)
+        found = self._clients.get((service, region))
+        if found is None:
+            if self._session is None:
+                self._session = boto3.session.Session()
+            config = Config(retries={"mode": "standard", "max_attempts": 5},
+                            s3={"addressing_style": "path"} if self.endpoint_url else None)
+            found = self._clients[(service, region)] = self._session.client(
+                service, region_name=region, endpoint_url=self.endpoint_url, config=config)
+        return found
 
     @property
     def poll_first_s(self) -> float:
@@ -145,20 +151,23 @@ def ensure_stack(aws: Aws, name: str, region: str, template: dict, parameters: d
         existing = None
     if existing is not None and existing.status.endswith("_IN_PROGRESS"):
         raise DeployError(f"stack {name} is busy ({existing.status}): wait for it to finish and retry")
-    body = _template_argument(aws, name, region, template, template_bucket)
     declared = template.get("Parameters", {})
     params = [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items() if k in declared]
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
         raise DeployError(f"unknown template parameter(s) {', '.join(unknown)}: "
                           f"known are {', '.join(sorted(declared))}")
-    if existing is not None:  # keep what an operator tuned before and did not pass now
-        params += [{"ParameterKey": k, "UsePreviousValue": True}
-                   for k in declared if k not in parameters and k in existing.parameters]
     tags = [{"Key": "tidelog:stack", "Value": name}]
-    if existing is not None and _same(cfn, name, template, params, existing):
-        progress(f"stack {name} in {region} is up to date")
-        return StackResult(name, region, "unchanged", existing.status, existing.outputs)
+    if existing is not None:
+        deployed = _deployed_template(cfn, name)
+        params += _tuned_before(deployed, declared, parameters, existing)
+        if deployed == json.loads(json.dumps(template)) and all(
+                existing.parameters.get(p["ParameterKey"]) == p["ParameterValue"] for p in params):
+            # Checked here rather than left to CloudFormation's "no updates" answer,
+            # which not every emulator gives.
+            progress(f"stack {name} in {region} is up to date")
+            return StackResult(name, region, "unchanged", existing.status, existing.outputs)
+    body = _template_argument(aws, name, region, template, template_bucket)
     if existing is None:
         progress(f"creating stack {name} in {region}")
         cfn.create_stack(StackName=name, Parameters=params, Capabilities=CAPABILITIES, Tags=tags, **body)
@@ -180,18 +189,23 @@ def ensure_stack(aws: Aws, name: str, region: str, template: dict, parameters: d
     return StackResult(name, region, action, status, info.outputs)
 
 
-def _same(cfn: Any, name: str, template: dict, params: list[dict], existing: StackInfo) -> bool:
-    """Whether the stack already runs this template with these parameter values.
-
-    Checked here rather than left to CloudFormation's "no updates" answer,
-    which not every emulator gives.
-    """
-    if any("ParameterValue" in p and existing.parameters.get(p["ParameterKey"]) != p["ParameterValue"]
-           for p in params):
-        return False
+def _deployed_template(cfn: Any, name: str) -> dict:
     body = cfn.get_template(StackName=name, TemplateStage="Original")["TemplateBody"]
-    deployed = json.loads(body) if isinstance(body, str) else body
-    return deployed == json.loads(json.dumps(template))
+    return json.loads(body) if isinstance(body, str) else body
+
+
+def _tuned_before(deployed: dict, declared: dict, given: dict[str, str], existing: StackInfo) -> list[dict]:
+    """Keep the values an operator set on an earlier deploy and did not pass now.
+
+    A value differing from the deployed template's default was set on
+    purpose and is passed again; one equal to it follows the new template's
+    default, so an upgrade can change defaults.  (Explicit values rather
+    than ``UsePreviousValue``, which some emulators mishandle for defaulted
+    parameters.)
+    """
+    defaults = {k: str(v.get("Default")) for k, v in deployed.get("Parameters", {}).items() if "Default" in v}
+    return [{"ParameterKey": k, "ParameterValue": existing.parameters[k]} for k in declared
+            if k not in given and k in existing.parameters and existing.parameters[k] != defaults.get(k)]
 
 
 def _template_argument(aws: Aws, name: str, region: str, template: dict, bucket: str | None) -> dict:

@@ -23,6 +23,10 @@ every invocation runs its job to completion on that loop.
 A job stops starting new partitions ``DEADLINE_MARGIN_MS`` before the
 invocation's time runs out and reports how many it skipped; the next
 scheduled run continues (every service is idempotent and safe to overlap).
+
+Memory: tiering and compaction hold about three target-sized segments per
+partition in flight (``concurrency``, default 4), so the default 64 MiB
+target wants a function of ~1.5 GB, or a smaller ``concurrency`` option.
 """
 
 from __future__ import annotations

@@ -24,8 +24,14 @@ consistent GetItem issued after the Query.
 
 The grace period (``older_than_ms``) is defence in depth and keeps a sweep
 away from objects whose flush is still in progress; safety does not rest on
-it.  Commit-log items are never deleted; if that ever changes, this module
-must also consult checkpoint index objects.
+it.
+
+"Referenced" here means referenced by a commit-log item.  Once checkpoints
+cover a commit, `sweeper` may delete its commit-log item while checkpoint
+index objects still reference the object, so on its own this function is a
+deletion test only while commit logs are complete; the sweeper combines it
+with the checkpoint references (and keeps a live session's latest item,
+which the "later seq settled" rule needs).
 
 Cost per sweep: one LIST page per 1000 ingest objects, then per session
 with candidates one GetItem (the session) and one Query (its commit log,
@@ -78,8 +84,9 @@ def _referenced(item: Item | None) -> bool:
 
 
 async def find_orphans(objects: ObjectStore, meta: MetaStore, older_than_ms: int, now_ms: int) -> list[str]:
-    """Ingest objects last modified at least ``older_than_ms`` before ``now_ms`` that no commit
-    references and none ever can; sorted keys.  Never returns a referenced object."""
+    """Ingest objects last modified at least ``older_than_ms`` before ``now_ms`` that no commit-log
+    item references and none ever can; sorted keys.  Never returns an object a commit-log item
+    references (see the module docstring for objects only checkpoints still reference)."""
     cutoff = now_ms - older_than_ms
     by_session: dict[str, list[IngestKey]] = {}
     async for info in objects.list(INGEST_PREFIX):

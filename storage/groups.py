@@ -105,7 +105,9 @@ class GroupStore:
         """Commit offsets iff the stored generation still equals ``generation``.
 
         Raises `GenerationFenced` (ILLEGAL_GENERATION) otherwise; nothing is written then.
-        Batches of more than 99 partitions become several writes, each checked.
+        Batches of more than 99 partitions become several writes, each checked: only
+        a generation change between two of them (another coordinator taking over
+        mid-commit) can leave such a commit partly applied, where Kafka's is atomic.
         """
         current = await self.load(name) if generation < 0 else None
         if generation < 0 and current is not None and current.members > 0:

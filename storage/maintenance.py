@@ -86,6 +86,11 @@ class Maintenance:
         self.clock = clock
         self.config = config
         self.owns = owns
+        if config.sweep.min_age_ms < config.tier.max_commit_delay_ms:
+            # Only safe when nothing tiers or compacts while GC runs (tests, a one-off cleanup).
+            log.warning("gc min_age_ms is below the tiering commit delay: a slow swap may name a deleted object",
+                        extra={"min_age_ms": config.sweep.min_age_ms,
+                               "max_commit_delay_ms": config.tier.max_commit_delay_ms})
         indexes = IndexCache(objects)
         self.tierer = Tierer(objects, meta, clock, config.tier, indexes)
         self.retention = RetentionService(objects, meta, clock, indexes)

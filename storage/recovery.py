@@ -54,7 +54,7 @@ from . import keys
 from .catalog import Topic
 from .clock import Clock
 from .conditions import ABSENT, Put
-from .errors import CorruptData, InvalidRequest, NotFound, TidelogError
+from .errors import Conflict, CorruptData, InvalidRequest, NotFound
 from .index_objects import encode_index
 from .model import Item
 from .partition_log import CheckpointInput, PartitionLease, checkpoint_item, state_item_of
@@ -122,6 +122,7 @@ class Scan:
     sessions: dict[int, int] = field(default_factory=dict)  # node id -> highest session epoch seen
     corrupt: list[tuple[str, str]] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
     objects: int = 0
     bytes_read: int = 0
     max_producer_id: int = -1
@@ -159,6 +160,7 @@ class RecoveryReport:
                           "leader_epoch": r.leader_epoch, "reason": r.reason} for r in self.rejected],
             "corrupt": [{"object": k, "error": e} for k, e in self.scan.corrupt],
             "foreign_objects": len(self.scan.foreign),
+            "vanished_objects": len(self.scan.vanished),
             "objects_read": self.scan.objects,
             "bytes_read": self.scan.bytes_read,
             "items_written": self.items_written,
@@ -186,7 +188,11 @@ async def scan_bucket(objects: ObjectStore, *, concurrency: int = 16) -> Scan:
             scan.foreign.append(key)
             return
         _note_session(scan, key)
-        data = await objects.get(key)
+        try:
+            data = await objects.get(key)
+        except NotFound:
+            scan.vanished.append(key)  # deleted since the listing (a replicated GC delete)
+            return
         scan.objects += 1
         scan.bytes_read += len(data)
         try:
@@ -209,6 +215,9 @@ async def scan_bucket(objects: ObjectStore, *, concurrency: int = 16) -> Scan:
             header = await _tier_header(objects, info.key)
         except CorruptData as exc:
             scan.corrupt.append((info.key, str(exc)))
+            return
+        except NotFound:
+            scan.vanished.append(info.key)
             return
         scan.objects += 1
         if (header.topic, header.partition) != (parsed.topic, parsed.partition) or not (
@@ -237,6 +246,8 @@ def _note_session(scan: Scan, key: str) -> None:
 def _ingest_ranges(key: str, data: bytes) -> list[IngestRange]:
     """Decode a whole ingest object (every CRC checked) into one range per partition."""
     header, rows = decode_ingest_segment(data)
+    if keys.ingest_object_key(header.writer, header.seq) != key:
+        raise CorruptData("ingest header names another object", key=key, writer=header.writer, seq=header.seq)
     by_partition: dict[tuple[str, int], list] = {}
     for topic, partition, entry in rows:
         by_partition.setdefault((topic, partition), []).append(entry)
@@ -326,7 +337,7 @@ async def recover(objects: ObjectStore, meta: MetaStore, clock: Clock, *, concur
     marker = Item(keys.COUNTERS_PK, RECOVERY_SK, {"session": session, "started_ms": now, "done": False})
     try:
         await meta.write([Put(marker, ABSENT)])
-    except TidelogError as exc:
+    except Conflict as exc:
         raise InvalidRequest("this table already received a recovery; recover into a new, empty table") from exc
 
     writer = _Writer(objects, meta, session, refs_per_index)
@@ -350,6 +361,8 @@ async def recover(objects: ObjectStore, meta: MetaStore, clock: Clock, *, concur
 
 async def _require_empty(meta: MetaStore) -> None:
     await meta.ensure(create=True)
+    if await meta.get(keys.COUNTERS_PK, RECOVERY_SK) is not None:
+        raise InvalidRequest("this table already received a recovery; recover into a new, empty table")
     for pk in (keys.TOPICS_PK, keys.LEASES_PK, keys.BROKERS_PK):
         if await meta.query(pk, limit=1):
             raise InvalidRequest("the table is not empty; recover into a new table", partition_key=pk)

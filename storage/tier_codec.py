@@ -103,12 +103,17 @@ class _Tracker:
         self.tombstones = 0
 
     def track(self, records: Iterable[Record]) -> Iterator[Record]:
-        for r in records:
-            self.offsets.append(r.offset)
-            self.sizes.append(record_size(r))
-            self.timestamps.append(r.timestamp)
-            if r.value is None:
+        offsets, sizes, timestamps = self.offsets.append, self.sizes.append, self.timestamps.append
+        for r in records:  # hot: one pass per tiered record
+            offsets(r.offset)
+            timestamps(r.timestamp)
+            value = r.value
+            size = len(r.key or b"") + (len(value) if value is not None else 0)
+            if value is None:
                 self.tombstones += 1
+            if r.headers:
+                size += sum(len(k) + len(v or b"") for k, v in r.headers)
+            sizes(size)
             yield r
 
 

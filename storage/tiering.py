@@ -16,11 +16,11 @@ Per partition and round:
    re-encode the records as one Avro tier object in a worker thread, and
    PUT it create-only under a content-addressed key.
 4. **Swap** in one metadata write: bump the head (conditioned on the version
-   read in 1, so of two racing tierers exactly one wins), create the tier
-   item, and delete the checkpoint items it fully covers except the newest.
-   More than fit in one write (100 operations) are deleted right after;
-   that is safe because readers consult tier items first, so each offset
-   resolves to exactly one place at every instant.
+   read in 1, so of two racing tierers exactly one wins) and create the
+   tier item.  Then delete the checkpoint items it fully covers, except the
+   newest, with plain single-item deletes: readers consult tier items first,
+   so from the swap on each offset resolves to the tier segment, and a
+   checkpoint still there only holds the same records.
 
 The loser of a race, or a round that took longer than ``max_commit_delay_ms``
 between its PUT and its swap, abandons its object: nothing references it
@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from . import keys
 from .catalog import Topic
 from .clock import Clock, make_random
-from .conditions import ABSENT, MAX_WRITE_OPS, Delete, Put, where
+from .conditions import ABSENT, Put, where
 from .errors import AlreadyExists, Conflict, InvalidRequest
 from .model import SegmentRef
 from .ports import MetaStore, ObjectStore
@@ -278,8 +278,6 @@ class Tierer:
         head = view.head.advanced(segment.end, None)
         ops = [Put(head.to_item(), where(version=view.head.version) if view.head.exists else ABSENT),
                Put(segment.to_item(), ABSENT)]
-        room = MAX_WRITE_OPS - len(ops)
-        ops += [Delete(pk, sk) for sk in covered[:room]]
         try:
             await with_retries(lambda: self.meta.write(ops))
         except Conflict:
@@ -287,9 +285,10 @@ class Tierer:
             found = await self.meta.get(pk, segment.sk)
             if found is None or found.get("writer") != segment.writer:
                 return None
-        if covered[room:]:
-            await delete_items(self.meta, ((pk, sk) for sk in covered[room:]))
-        return len(covered)
+        # Readers prefer the tier item from now on, so the covered checkpoints can go
+        # in plain deletes (1 write unit each, half a transactional delete).  A crash
+        # before they are done leaves them to the next round (`_drop_covered`).
+        return await delete_items(self.meta, ((pk, sk) for sk in covered))
 
     async def _drop_covered(self, view: PartitionView, tiered_to: int) -> int:
         """Delete checkpoints left behind because they were the newest at an earlier swap."""

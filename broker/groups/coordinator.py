@@ -20,7 +20,10 @@ Invariants:
   NOT_COORDINATOR.
 * Member liveness follows Kafka: a member awaiting its JoinGroup or SyncGroup
   answer is alive; any other member must be heard from (heartbeat, commit,
-  join, sync) within its session timeout, in every state.
+  join, sync) within its session timeout, in every state.  Sessions and
+  rebalance deadlines run on the monotonic clock (a wall-clock step must not
+  expire every member); offset retention runs on the wall clock, because
+  commit times are stored and outlive this process.
 * Committed offsets expire as in Kafka (KIP-211): for a group that has had
   members, once it has been Empty for the retention period; for offsets
   committed from outside any group, a retention period after their last
@@ -87,19 +90,21 @@ class GroupCoordinator:
         self._records: dict[str, GroupRecord | None] = {}
         self._load_lock = asyncio.Lock()
         self._ticker: asyncio.Task | None = None
+        self._sweeper: asyncio.Task | None = None
         self._next_sweep_ms: int | None = None
         self._stopped = False
 
     def start(self) -> None:
-        self._next_sweep_ms = self.clock.now_ms() + self.retention_check_interval_ms
+        self._next_sweep_ms = self.clock.monotonic_ms() + self.retention_check_interval_ms
         self._ticker = asyncio.create_task(self._tick_loop(), name="group-ticker")
 
     async def stop(self) -> None:
         """Stop coordinating: waiting joins and syncs are told NOT_COORDINATOR, so clients look again."""
         self._stopped = True
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
+        tasks = [t for t in (self._ticker, self._sweeper) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for group in self.groups.values():
             for m in group.members.values():
                 _resolve(m.join_future, JoinResult(ErrorCode.NOT_COORDINATOR, member_id=m.member_id))
@@ -172,7 +177,7 @@ class GroupCoordinator:
                 return JoinResult(_gone(group), member_id=member_id)
             if not protocols or not group.supports(protocol_type, [n for n, _ in protocols]):
                 return JoinResult(ErrorCode.INCONSISTENT_GROUP_PROTOCOL, member_id=member_id)
-            now = self.clock.now_ms()
+            now = self.clock.monotonic_ms()
             if member_id == "":
                 if instance_id is not None and instance_id in group.instances:
                     return await self._rejoin_static(group, instance_id, client_id, client_host, session_timeout_ms,
@@ -253,7 +258,7 @@ class GroupCoordinator:
         """Start the next generation once every member has rejoined (or the rebalance timed out)."""
         if group.state != PREPARING:
             return
-        now = self.clock.now_ms()
+        now = self.clock.monotonic_ms()
         if not timed_out and not (group.all_joined() and now >= group.join_not_before_ms):
             return
         # Dynamic members that did not rejoin are out; static ones keep their place
@@ -274,7 +279,7 @@ class GroupCoordinator:
         else:
             group.protocol = None
             group.leader = None
-            group.empty_since_ms = now
+            group.empty_since_ms = self.clock.now_ms()
         try:
             await self._save(group)
         except TidelogError as exc:
@@ -321,7 +326,7 @@ class GroupCoordinator:
             if (protocol_type is not None and protocol_type != group.protocol_type) or \
                     (protocol is not None and protocol != group.protocol):
                 return SyncResult(ErrorCode.INCONSISTENT_GROUP_PROTOCOL)
-            member.last_seen_ms = self.clock.now_ms()
+            member.last_seen_ms = self.clock.monotonic_ms()
             if group.state == PREPARING:
                 return SyncResult(ErrorCode.REBALANCE_IN_PROGRESS)
             if group.state == STABLE:
@@ -366,7 +371,7 @@ class GroupCoordinator:
             error = self._validate_member(group, member, member_id, instance_id, generation)
             if error:
                 return error
-            member.last_seen_ms = self.clock.now_ms()
+            member.last_seen_ms = self.clock.monotonic_ms()
             if group.state == PREPARING:
                 return ErrorCode.REBALANCE_IN_PROGRESS
             return ErrorCode.NONE
@@ -404,7 +409,7 @@ class GroupCoordinator:
         return ErrorCode.NONE, errors
 
     async def _membership_changed(self, group: Group) -> None:
-        now = self.clock.now_ms()
+        now = self.clock.monotonic_ms()
         if group.state in (STABLE, COMPLETING):
             if group.members:
                 self._prepare_rebalance(group, now)
@@ -417,28 +422,40 @@ class GroupCoordinator:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            await self.run_maintenance()
+            await self._tick_all()
+            if self._sweep_due() and (self._sweeper is None or self._sweeper.done()):
+                # Its own task: a long sweep over many stored groups must not hold up session expiry.
+                self._sweeper = asyncio.create_task(self._sweep(), name="group-offset-expiry")
 
     async def run_maintenance(self) -> None:
-        """One pass of what the background ticker does: expire sessions, finish rebalances, expire offsets.
+        """One pass of what the background tasks do: expire sessions, finish rebalances and, when due,
+        expire offsets.  Public so tests driving a manual clock can run it without the ticker."""
+        await self._tick_all()
+        if self._sweep_due():
+            await self._sweep()
 
-        Public so tests driving a manual clock can run it without the ticker.
-        """
+    async def _tick_all(self) -> None:
         for group in list(self.groups.values()):
             try:
                 await self._tick(group)
             except Exception:  # noqa: BLE001 - one group's trouble must not stop the rest
                 log.exception("group maintenance failed", extra={"group": group.name})
-        now = self.clock.now_ms()
-        if self._next_sweep_ms is None or now >= self._next_sweep_ms:
-            self._next_sweep_ms = now + self.retention_check_interval_ms
-            try:
-                await self.expire_offsets()
-            except TidelogError as exc:
-                log.warning("offset expiry failed; retrying at the next sweep", extra={"error": str(exc)})
+
+    def _sweep_due(self) -> bool:
+        now = self.clock.monotonic_ms()
+        if self._next_sweep_ms is not None and now < self._next_sweep_ms:
+            return False
+        self._next_sweep_ms = now + self.retention_check_interval_ms
+        return True
+
+    async def _sweep(self) -> None:
+        try:
+            await self.expire_offsets()
+        except TidelogError as exc:
+            log.warning("offset expiry failed; retrying at the next sweep", extra={"error": str(exc)})
 
     async def _tick(self, group: Group) -> None:
-        now = self.clock.now_ms()
+        now = self.clock.monotonic_ms()
         async with group.lock:
             for member_id, deadline in list(group.pending.items()):
                 if now > deadline:
@@ -481,7 +498,7 @@ class GroupCoordinator:
                     return error
                 if group.state == COMPLETING:
                     return ErrorCode.REBALANCE_IN_PROGRESS
-                member.last_seen_ms = self.clock.now_ms()
+                member.last_seen_ms = self.clock.monotonic_ms()
             try:
                 await self.store.commit(group_id, -1 if outsider else generation, offsets)
             except GenerationFenced:

@@ -1,5 +1,15 @@
 """Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete."""
+OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+
+APIs addressed to one group reach these handlers only on that group's
+coordinator (`handlers.build_handlers` refuses the rest with NOT_COORDINATOR).
+The ones that name several groups (ListGroups, DescribeGroups, DeleteGroups,
+OffsetFetch) check each group here and answer NOT_COORDINATOR for the groups
+another broker coordinates: loading a group moves its stored generation on,
+so a broker must never load a group it does not coordinate.  A group-store
+outage answers COORDINATOR_NOT_AVAILABLE, which clients meet by looking up
+the coordinator again and retrying.
+"""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ in the transaction (moto/dynamodb/models/__init__.py, for rollback), so on
 moto every acquire and commit costs time proportional to the table size:
 acquiring 1,000 partitions took 450 s.  Its latencies say nothing about
 DynamoDB; its unit counts match the embedded store's.  The moto backend
-therefore runs ``--moto-partitions`` (default 1 and 100).
+therefore runs ``--moto-partitions`` (default 1 and 100; 1 with ``--quick``).
 
 After the measured flushes it commits K more without a checkpoint and
 recovers single partitions with `recover_tail`, as a new owner would, to
@@ -459,8 +459,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one checkpoint cycle per rate, shorter recovery")
     parser.add_argument("--backends", type=parse_list(str), default=["embedded", "moto"])
     parser.add_argument("--partitions", type=parse_list(int), default=[1, 100, 1000])
-    parser.add_argument("--moto-partitions", type=parse_list(int), default=[1, 100],
-                        help="moto's transactions copy the whole table; 1000 takes many minutes")
+    parser.add_argument("--moto-partitions", type=parse_list(int),
+                        help="default 1,100 (quick: 1); moto's transactions copy the whole table, 1000 takes many minutes")
     parser.add_argument("--rates", type=parse_list(float), default=[4, 25], help="simulated flushes per second")
     parser.add_argument("--checkpoint-interval-ms", type=int, default=10_000, help="the broker default")
     parser.add_argument("--cycles", type=int, help="checkpoint cycles per rate (default 2, quick 1)")
@@ -471,6 +471,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up when piped too
     args.cycles = args.cycles or (1 if args.quick else 2)
+    args.moto_partitions = args.moto_partitions or ([1] if args.quick else [1, 100])
     args.recovery_flushes = args.recovery_flushes if args.recovery_flushes is not None else (50 if args.quick else 250)
     if unknown := set(args.backends) - {"embedded", "moto"}:
         parser.error(f"unknown backend(s): {', '.join(sorted(unknown))}")

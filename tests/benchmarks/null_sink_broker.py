@@ -130,9 +130,11 @@ class Sink:
         return PR(index=partition, error_code=0, base_offset=base, log_append_time_ms=-1, log_start_offset=0)
 
 
-async def serve_connection(sink: Sink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def serve_connection(sink: Sink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           open_writers: set[asyncio.StreamWriter]) -> None:
     """Requests are handled inline, in order: with no I/O behind them there is nothing to overlap."""
     parser = FrameParser(MAX_REQUEST_BYTES)
+    open_writers.add(writer)
     try:
         while chunk := await reader.read(1 << 20):
             parser.feed(chunk)
@@ -144,6 +146,7 @@ async def serve_connection(sink: Sink, reader: asyncio.StreamReader, writer: asy
     except (FrameError, ConnectionError):
         pass
     finally:
+        open_writers.discard(writer)
         writer.close()
 
 
@@ -156,7 +159,9 @@ def parse_topic(text: str) -> tuple[str, int]:
 
 async def main_async(args: argparse.Namespace) -> None:
     sink = Sink(args.host, args.port, dict(args.topic))
-    server = await asyncio.start_server(lambda r, w: serve_connection(sink, r, w), args.host, args.port, limit=1 << 20)
+    open_writers: set[asyncio.StreamWriter] = set()
+    server = await asyncio.start_server(lambda r, w: serve_connection(sink, r, w, open_writers),
+                                        args.host, args.port, limit=1 << 20)
     sink.port = server.sockets[0].getsockname()[1]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -165,6 +170,13 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"ready port={sink.port}", flush=True)
     async with server:
         await stop.wait()
+        # Closing (rather than cancelling) each connection lets its reader see EOF and end cleanly.
+        for writer in list(open_writers):
+            writer.close()
+        for _ in range(200):  # at most 2 s; exit regardless after that
+            if not open_writers:
+                break
+            await asyncio.sleep(0.01)
 
 
 def main() -> None:

@@ -112,7 +112,7 @@ def _produce_confluent(bootstrap, topic, recs, *, acks, compression, max_request
     left = producer.flush(TIMEOUT_S)
     if left:
         raise ClientError(f"confluent: {left} records undelivered")
-    return _check(results, "confluent", acks)
+    return _check(results, "confluent")
 
 
 def _produce_kafka_python(bootstrap, topic, recs, *, acks, compression, max_request_bytes, idempotent):
@@ -135,7 +135,7 @@ def _produce_kafka_python(bootstrap, topic, recs, *, acks, compression, max_requ
                 results.append(exc)
     finally:
         producer.close(timeout=5)
-    return _check(results, "kafka-python", acks)
+    return _check(results, "kafka-python")
 
 
 def _produce_aiokafka(bootstrap, topic, recs, *, acks, compression, max_request_bytes, idempotent):
@@ -162,7 +162,7 @@ def _produce_aiokafka(bootstrap, topic, recs, *, acks, compression, max_request_
             return results
         finally:
             await producer.stop()
-    return _check(asyncio.run(run()), "aiokafka", acks)
+    return _check(asyncio.run(run()), "aiokafka")
 
 
 def _produce_kcat(bootstrap, topic, recs, *, acks, compression, max_request_bytes, idempotent):
@@ -180,7 +180,7 @@ def _produce_kcat(bootstrap, topic, recs, *, acks, compression, max_request_byte
         out += _kcat_run(bootstrap, topic, recs[i:j], acks=acks, compression=compression,
                          max_request_bytes=max_request_bytes, idempotent=idempotent)
         i = j
-    return _check(out, "kcat", acks)
+    return _check(out, "kcat")
 
 
 def _kcat_run(bootstrap, topic, recs, *, acks, compression, max_request_bytes, idempotent):
@@ -208,7 +208,7 @@ def _kcat_run(bootstrap, topic, recs, *, acks, compression, max_request_bytes, i
     return [(r.partition if r.partition is not None else -1, -1) for r in recs]
 
 
-def _check(results: list, who: str, acks) -> list[tuple[int, int]]:
+def _check(results: list, who: str) -> list[tuple[int, int]]:
     failed = [r for r in results if not isinstance(r, tuple)]
     if failed:
         raise ClientError(f"{who}: {len(failed)} of {len(results)} records failed: {failed[0]!r}")

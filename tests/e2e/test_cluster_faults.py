@@ -19,6 +19,7 @@ from tests.support.cluster import Load, fault_proxy, make_cluster, read_all, ver
 
 TTL_MS = 3000
 PARTITIONS = 6
+UNBOUNDED = 10**7  # records: loads here run until stopped
 
 pytestmark = [pytest.mark.slow, pytest.mark.aws, pytest.mark.timeout(240)]
 
@@ -37,10 +38,13 @@ def test_s3_throttling_loses_no_acknowledged_record(make_cluster, fault_proxy) -
     fault_proxy.set_rules([{"name": "slowdown", "action": "error", "service": "s3",
                             "operation": ["PutObject", "UploadPart", "CompleteMultipartUpload"],
                             "every": 5}])  # exactly 20%
-    load = Load(cluster.bootstrap, topic, PARTITIONS, count=10_000, rate=2000).start()
-    wait_until(lambda: fault_proxy.fired("slowdown") >= 10 or load.error, 90, "ten throttled S3 PUTs")
-    load.wait_acked(min(load.count, load.acked_count() + 1000), 60)
+    # Load runs until the faults have fired enough: how many PUTs a number of records
+    # takes depends on how the brokers batch, i.e. on the machine's speed.
+    load = Load(cluster.bootstrap, topic, PARTITIONS, count=UNBOUNDED, rate=1500).start()
+    wait_until(lambda: fault_proxy.fired("slowdown") >= 10 or load.error, 120, "ten throttled S3 PUTs")
     fault_proxy.clear()
+    load.wait_acked(load.acked_count() + 1500, 60)
+    load.stop()
     load.join()
     counts = verify(load, read_all(cluster.bootstrap, topic, PARTITIONS))
     fired = fault_proxy.fired("slowdown")
@@ -70,14 +74,23 @@ def test_lost_replies_cause_no_duplicates_no_holes_and_orphans_are_found(make_cl
     cluster.create_topic(topic, PARTITIONS)
     cluster.wait_for_leaders(topic, PARTITIONS, 60, spread=True)
 
-    load = Load(cluster.bootstrap, topic, PARTITIONS, count=10_000, rate=1500).start()
-    load.wait_acked(3000, 90)
+    load = Load(cluster.bootstrap, topic, PARTITIONS, count=UNBOUNDED, rate=1500).start()
+    wait_until(lambda: all(fault_proxy.fired(r["name"]) for r in lost) or load.error, 120,
+               f"every lost-reply fault to fire: {[r['name'] for r in lost]}")
     victim = 0
     session = f"{victim}-{cluster.session_of(victim)['epoch']}"
-    fault_proxy.set_rules([*lost, {"name": "victim-commits-fail", "action": "error", "service": "dynamodb",
-                                   "operation": "TransactWriteItems", "body_contains": f"log#{session}"}])
-    time.sleep(1.5)
+    # Let commits whose reply was dropped finish their retries first: one landing now
+    # would look like a failed commit to the rule below and leave no orphan.
+    others = [r for r in lost if r["operation"] != "TransactWriteItems"]
+    fault_proxy.set_rules(others)
+    time.sleep(3)
+    fault_proxy.set_rules([*others, {"name": "victim-commits-fail", "action": "error", "service": "dynamodb",
+                                     "operation": "TransactWriteItems", "body_contains": f"log#{session}"}])
+    wait_until(lambda: fault_proxy.fired("victim-commits-fail"), 30, "the victim to attempt a commit")
+    time.sleep(0.5)
     cluster.kill(victim)
+    load.wait_acked(load.acked_count() + 1500, 60)
+    load.stop()
     load.join()
     fault_proxy.clear()
     counts = verify(load, read_all(cluster.bootstrap, topic, PARTITIONS))
@@ -101,7 +114,9 @@ def test_lost_replies_cause_no_duplicates_no_holes_and_orphans_are_found(make_cl
                 referenced.add(info.key)
         return found, truth, referenced
     found, truth, referenced = cluster.inspect(orphans_and_truth)
-    assert truth, "the commit outage left no orphaned object behind"
+    assert truth, (f"the failed commits left no orphaned object behind: victim objects "
+                   f"{cluster.ingest_objects(session)[-3:]} commit log {cluster.commit_log(session)[-3:]} "
+                   f"proxy {fault_proxy.snapshot()['actions']}")
     assert set(found) == truth
     assert not set(found) & referenced
     print(f"\nlost replies: {fault_proxy.snapshot()['actions']}; {counts}; "

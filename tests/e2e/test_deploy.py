@@ -114,7 +114,7 @@ def test_every_stack_is_created_with_the_specified_resources(moto_url: str, depl
         assert "lambda.amazonaws.com" in json.dumps(role["AssumeRolePolicyDocument"])
         targets = [t["Arn"] for name in rules for t in events.list_targets_by_rule(Rule=name)["Targets"]]
         assert fn["FunctionArn"] in targets
-    schedules = sorted(r["ScheduleExpression"] for r in rules.values() if r["Name"].startswith(stack))
+    schedules = sorted(r["ScheduleExpression"] for r in rules.values() if r["Name"].startswith(stack + "-"))
     assert schedules == sorted(["rate(5 minutes)", "rate(15 minutes)", "rate(1 hour)", "rate(1 hour)"])
 
 
@@ -138,9 +138,17 @@ def test_redeploying_changes_nothing(moto_url: str, deployed: dict) -> None:
     again = json.loads(done.stdout)
     assert [s["action"] for s in again["stacks"]] == ["unchanged"] * 3
     assert again["code_uploaded"] is False and again["code_key"] == deployed["code_key"]
-    # The parameter set on the first deploy is kept although this deploy did not repeat it.
+
+    # A tuning change updates the main stack only, and what was tuned before stays tuned.
+    done = cli(moto_url, *deploy_args(deployed["stack"], "-P", "TierSchedule=rate(10 minutes)"))
+    assert done.returncode == 0, done.stderr
+    assert [s["action"] for s in json.loads(done.stdout)["stacks"]] == ["unchanged", "unchanged", "updated"]
     params = client(moto_url, "cloudformation").describe_stacks(StackName=deployed["stack"])["Stacks"][0]
     assert {"ParameterKey": "TierGlacierDays", "ParameterValue": "120"} in params["Parameters"]
+    assert {"ParameterKey": "TierSchedule", "ParameterValue": "rate(10 minutes)"} in params["Parameters"]
+    tier_rule = [r for r in client(moto_url, "events").list_rules()["Rules"]
+                 if r["Name"].startswith(f"{deployed['stack']}-TierRule")]
+    assert [r["ScheduleExpression"] for r in tier_rule] == ["rate(10 minutes)"]
 
 
 def test_changing_the_table_kind_is_refused(moto_url: str, deployed: dict) -> None:
@@ -155,7 +163,7 @@ def test_status_shows_serve_flags_and_replication_lag(moto_url: str, deployed: d
     outputs = deployed["outputs"]
     args = ["status", "--stack-name", deployed["stack"], "--region", REGION, "--output", "json"]
     status = json.loads(cli(moto_url, *args).stdout)
-    assert status["status"] == "CREATE_COMPLETE"
+    assert status["status"] in ("CREATE_COMPLETE", "UPDATE_COMPLETE")
     assert status["serve"] == ["tidelog", "serve", "--s3-bucket", outputs["DataBucketName"], "--dynamodb-table",
                                outputs["MetadataTableName"], "--region", REGION, "--endpoint-url", moto_url,
                                "--replica-bucket", outputs["ReplicaBucketName"], "--replica-region", REPLICA_REGION]
@@ -206,3 +214,32 @@ def test_destroy_deletes_the_stacks_and_the_data(moto_url: str, deployed: dict) 
     assert outputs["MetadataTableName"] not in client(moto_url, "dynamodb").list_tables()["TableNames"]
     gone = cli(moto_url, "status", "--stack-name", deployed["stack"], "--region", REGION)
     assert gone.returncode == 1 and "no tidelog stack" in gone.stderr
+
+
+def test_brokers_run_on_fargate_and_destroy_can_keep_the_data(moto_url: str) -> None:
+    ec2 = client(moto_url, "ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName=f"g-{uuid.uuid4().hex[:6]}", Description="kafka",
+                                      VpcId=vpc)["GroupId"]
+    stack = f"tb-{uuid.uuid4().hex[:10]}"
+    done = cli(moto_url, "deploy", "--stack-name", stack, "--region", REGION, "--brokers", "2",
+               "--broker-image", "example/tidelog:1", "--broker-subnets", subnet, "--broker-security-groups", group,
+               "--skip-wheel-check", "--output", "json")
+    assert done.returncode == 0, done.stderr
+    outputs = json.loads(done.stdout)["outputs"]
+    ecs = client(moto_url, "ecs")
+    assert len(ecs.list_services(cluster=outputs["BrokerClusterName"])["serviceArns"]) == 2
+    for node in (0, 1):
+        container = ecs.describe_task_definition(
+            taskDefinition=f"{stack}-broker-{node}")["taskDefinition"]["containerDefinitions"][0]
+        assert container["image"] == "example/tidelog:1"
+        assert container["command"][0].startswith(
+            f"exec tidelog serve --s3-bucket {outputs['DataBucketName']} "
+            f"--dynamodb-table {outputs['MetadataTableName']} --region {REGION} --node-id {node} ")
+
+    kept = cli(moto_url, "destroy", "--stack-name", stack, "--region", REGION, "--keep-data")
+    assert kept.returncode == 0, kept.stderr
+    assert f"kept bucket {outputs['DataBucketName']} ({REGION})" in kept.stdout
+    client(moto_url, "s3").head_bucket(Bucket=outputs["DataBucketName"])
+    assert outputs["MetadataTableName"] in client(moto_url, "dynamodb").list_tables()["TableNames"]

@@ -148,7 +148,7 @@ async def test_racing_tierers_publish_each_range_exactly_once(store: Storage) ->
     assert await read_all(h, store) == h.expected[("t", 0)]
 
 
-async def test_more_covered_checkpoints_than_one_write_holds(store: Storage) -> None:
+async def test_every_covered_checkpoint_goes_however_many(store: Storage) -> None:
     h = await history_on(store)
     for _ in range(110):
         await fill(h, 1, per_flush=1)

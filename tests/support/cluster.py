@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import pytest
+
 from .broker_proc import BrokerProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -381,7 +383,13 @@ def read_all(bootstrap: str, topic: str, partitions: int, timeout: float = 90) -
     try:
         ends = {}
         for p in range(partitions):
-            low, high = wait_until(lambda p=p: _watermarks(consumer, topic, p), 30, f"watermarks of {topic}-{p}")
+            errors: list[str] = []
+            try:
+                low, high = wait_until(lambda p=p: _watermarks(consumer, topic, p, errors), 30,
+                                       f"watermarks of {topic}-{p}")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; last errors: {errors[-3:]}; metadata per broker: "
+                                     f"{_metadata_per_broker(bootstrap, topic)}") from None
             ends[p] = high
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         out: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(partitions)}
@@ -406,12 +414,30 @@ def read_all(bootstrap: str, topic: str, partitions: int, timeout: float = 90) -
         consumer.close()
 
 
-def _watermarks(consumer, topic: str, partition: int):
+def _metadata_per_broker(bootstrap: str, topic: str) -> dict:
+    """Each broker's own answer to Metadata for ``topic`` (diagnostics for a failed read)."""
+    from confluent_kafka.admin import AdminClient
+
+    out = {}
+    for address in bootstrap.split(","):
+        try:
+            meta = AdminClient({"bootstrap.servers": address}).list_topics(topic, timeout=5)
+            t = meta.topics[topic]
+            out[address] = {"error": str(t.error) if t.error else None,
+                            "leaders": {p: (m.leader, str(m.error) if m.error else None)
+                                        for p, m in t.partitions.items()}}
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            out[address] = repr(exc)
+    return out
+
+
+def _watermarks(consumer, topic: str, partition: int, errors: list[str]):
     from confluent_kafka import KafkaException, TopicPartition
 
     try:
         return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5, cached=False)
-    except KafkaException:
+    except KafkaException as exc:
+        errors.append(str(exc))
         return None
 
 
@@ -446,8 +472,6 @@ def verify(load: Load, records: dict[int, list[tuple[int, bytes]]]) -> dict[str,
 
 
 # --- fixtures (import them into a test module to use them) ------------------------
-import pytest  # noqa: E402 - kept with the fixtures that need it
-
 
 @pytest.fixture
 def fault_proxy(moto_url: str):

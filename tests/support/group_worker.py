@@ -23,11 +23,13 @@ leaving the group as the client does on close); SIGUSR1 makes it stop polling
 (its heartbeats go on, so only ``max.poll.interval.ms`` can catch it);
 SIGUSR2 makes it poll again.
 
-Commit policy: after every batch, commit exactly the records just processed
-(synchronously), and on a revoke commit what is still pending for the revoked
-partitions.  With that policy a run without failures consumes every record
-exactly once, and after a crash only records after the last commit are read
-again.
+Commit policy: after every batch (or, with ``--commit-interval-ms``, after
+the first batch once that long has passed since the last commit), commit
+exactly the records processed since (synchronously); if that fails because a rebalance got in the way, keep them
+pending for the next commit.  On a revoke, commit what is pending for the
+revoked partitions and forget it; on a loss, just forget it.  With that
+policy a run without failures consumes every record exactly once, and after
+a crash only records after the last commit are read again.
 """
 
 from __future__ import annotations
@@ -79,15 +81,46 @@ class Control:
 class Pending:
     """Offsets processed but not yet committed, per (topic, partition)."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval_ms: int = 0) -> None:
         self.next: dict[tuple[str, int], int] = {}
+        self.owned: set[tuple[str, int]] = set()
+        self.interval_s = interval_ms / 1000
+        self.last_commit = time.monotonic()
+
+    def due(self) -> dict[tuple[str, int], int]:
+        """Everything pending, if the commit interval has passed (else nothing)."""
+        if time.monotonic() - self.last_commit < self.interval_s:
+            return {}
+        self.last_commit = time.monotonic()
+        return self.take()
 
     def add(self, topic: str, partition: int, offset: int) -> None:
-        self.next[(topic, partition)] = offset + 1
+        """A record was processed; it is ours to commit only if its partition still is ours."""
+        if (topic, partition) in self.owned:
+            self.next[(topic, partition)] = offset + 1
 
     def take(self, only: set[tuple[str, int]] | None = None) -> dict[tuple[str, int], int]:
         keys = [k for k in self.next if only is None or k in only]
         return {k: self.next.pop(k) for k in keys}
+
+    def assigned(self, tps: set[tuple[str, int]]) -> None:
+        self.owned |= tps
+
+    def release(self, tps: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Partitions revoked or lost: no longer ours; returns what was pending for them."""
+        self.owned -= tps
+        return self.take(tps)
+
+    def put_back(self, taken: dict[tuple[str, int], int]) -> None:
+        """A commit failed (a rebalance got in the way): retry with the next one, or on revoke.
+
+        Only for partitions still owned: a revoke may have run while the commit
+        was in flight (aiokafka runs it concurrently), and work on a partition
+        that has gone is the new owner's to redo.
+        """
+        for k, o in taken.items():
+            if k in self.owned:
+                self.next[k] = max(o, self.next.get(k, o))
 
 
 def _offs(taken: dict[tuple[str, int], int]) -> list[list]:
@@ -118,7 +151,7 @@ def run_confluent(args: argparse.Namespace, rec: Recorder, control: Control) -> 
 
     conf["error_cb"] = on_error
     consumer = Consumer(conf)
-    pending = Pending()
+    pending = Pending(args.commit_interval_ms)
 
     def commit(taken: dict[tuple[str, int], int]) -> None:
         if not taken:
@@ -127,18 +160,20 @@ def run_confluent(args: argparse.Namespace, rec: Recorder, control: Control) -> 
             consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in taken.items()], asynchronous=False)
         except KafkaException as exc:
             rec("commit_failed", err=exc.args[0].name(), offs=_offs(taken))
+            pending.put_back(taken)
             return
         rec("commit", offs=_offs(taken))
 
     def on_assign(c, partitions) -> None:
+        pending.assigned({(tp.topic, tp.partition) for tp in partitions})
         rec("assign", tps=[[tp.topic, tp.partition] for tp in partitions], member=c.memberid())
 
     def on_revoke(c, partitions) -> None:
-        commit(pending.take({(tp.topic, tp.partition) for tp in partitions}))
+        commit(pending.release({(tp.topic, tp.partition) for tp in partitions}))
         rec("revoke", tps=[[tp.topic, tp.partition] for tp in partitions])
 
     def on_lost(c, partitions) -> None:
-        pending.take({(tp.topic, tp.partition) for tp in partitions})
+        pending.release({(tp.topic, tp.partition) for tp in partitions})
         rec("lost", tps=[[tp.topic, tp.partition] for tp in partitions])
 
     consumer.subscribe(args.topic, on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
@@ -153,7 +188,7 @@ def run_confluent(args: argparse.Namespace, rec: Recorder, control: Control) -> 
                 continue
             rec("rec", t=msg.topic(), p=msg.partition(), o=msg.offset())
             pending.add(msg.topic(), msg.partition(), msg.offset())
-        commit(pending.take())
+        commit(pending.due())
     if not fatal:
         commit(pending.take())
     consumer.close()
@@ -180,7 +215,7 @@ def run_kafka_python(args: argparse.Namespace, rec: Recorder, control: Control) 
                              heartbeat_interval_ms=max(100, args.session_timeout_ms // 6),
                              max_poll_interval_ms=args.max_poll_interval_ms, client_id=args.client_id,
                              metadata_max_age_ms=1000, **extra)
-    pending = Pending()
+    pending = Pending(args.commit_interval_ms)
 
     def commit(taken: dict[tuple[str, int], int]) -> None:
         from kafka.structs import TopicPartition
@@ -191,19 +226,21 @@ def run_kafka_python(args: argparse.Namespace, rec: Recorder, control: Control) 
             consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in taken.items()})
         except KafkaError as exc:
             rec("commit_failed", err=type(exc).__name__, offs=_offs(taken))
+            pending.put_back(taken)
             return
         rec("commit", offs=_offs(taken))
 
     class Listener(ConsumerRebalanceListener):
         def on_partitions_revoked(self, revoked):
-            commit(pending.take({(tp.topic, tp.partition) for tp in revoked}))
+            commit(pending.release({(tp.topic, tp.partition) for tp in revoked}))
             rec("revoke", tps=sorted([tp.topic, tp.partition] for tp in revoked))
 
         def on_partitions_assigned(self, assigned):
+            pending.assigned({(tp.topic, tp.partition) for tp in assigned})
             rec("assign", tps=sorted([tp.topic, tp.partition] for tp in assigned))
 
         def on_partitions_lost(self, lost):
-            pending.take({(tp.topic, tp.partition) for tp in lost})
+            pending.release({(tp.topic, tp.partition) for tp in lost})
             rec("lost", tps=sorted([tp.topic, tp.partition] for tp in lost))
 
     consumer.subscribe(args.topic, listener=Listener())
@@ -221,7 +258,7 @@ def run_kafka_python(args: argparse.Namespace, rec: Recorder, control: Control) 
             for r in records:
                 rec("rec", t=tp.topic, p=tp.partition, o=r.offset)
                 pending.add(tp.topic, tp.partition, r.offset)
-        commit(pending.take())
+        commit(pending.due())
     commit(pending.take())
     consumer.close()
     rec("closed")
@@ -247,7 +284,7 @@ async def run_aiokafka(args: argparse.Namespace, rec: Recorder, control: Control
                                 heartbeat_interval_ms=max(100, args.session_timeout_ms // 6),
                                 max_poll_interval_ms=args.max_poll_interval_ms, client_id=args.client_id,
                                 metadata_max_age_ms=1000, **extra)
-    pending = Pending()
+    pending = Pending(args.commit_interval_ms)
 
     async def commit(taken: dict[tuple[str, int], int]) -> None:
         if not taken:
@@ -256,15 +293,17 @@ async def run_aiokafka(args: argparse.Namespace, rec: Recorder, control: Control
             await consumer.commit({TopicPartition(t, p): o for (t, p), o in taken.items()})
         except KafkaError as exc:
             rec("commit_failed", err=type(exc).__name__, offs=_offs(taken))
+            pending.put_back(taken)
             return
         rec("commit", offs=_offs(taken))
 
     class Listener(ConsumerRebalanceListener):
         async def on_partitions_revoked(self, revoked):
-            await commit(pending.take({(tp.topic, tp.partition) for tp in revoked}))
+            await commit(pending.release({(tp.topic, tp.partition) for tp in revoked}))
             rec("revoke", tps=sorted([tp.topic, tp.partition] for tp in revoked))
 
         async def on_partitions_assigned(self, assigned):
+            pending.assigned({(tp.topic, tp.partition) for tp in assigned})
             rec("assign", tps=sorted([tp.topic, tp.partition] for tp in assigned))
 
     consumer.subscribe(args.topic, listener=Listener())
@@ -285,7 +324,7 @@ async def run_aiokafka(args: argparse.Namespace, rec: Recorder, control: Control
                 for r in records:
                     rec("rec", t=tp.topic, p=tp.partition, o=r.offset)
                     pending.add(tp.topic, tp.partition, r.offset)
-            await commit(pending.take())
+            await commit(pending.due())
         await commit(pending.take())
     finally:
         await consumer.stop()
@@ -305,6 +344,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="range, roundrobin, cooperative-sticky (confluent only) or default (the client's own)")
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
     parser.add_argument("--max-poll-interval-ms", type=int, default=30000)
+    parser.add_argument("--commit-interval-ms", type=int, default=0,
+                        help="commit at most this often (0: after every batch), leaving work to redo after a crash")
     return parser.parse_args(argv)
 
 
