@@ -75,6 +75,12 @@ class KafkaServer:
         replies: asyncio.Queue = asyncio.Queue(MAX_IN_FLIGHT)
         sender = asyncio.create_task(self._send_in_order(replies, writer))
         parser = FrameParser(self.max_request_bytes)
+        # Kafka processes a connection's requests in order.  Produce and Fetch may
+        # overlap (each only enqueues or waits before answering, and start order
+        # is arrival order), but every other API runs to completion before the
+        # next one on this connection starts: an OffsetCommit followed by a
+        # LeaveGroup must not be applied the other way round.
+        in_order = asyncio.Lock()
         try:
             while True:
                 chunk = await reader.read(1 << 20)
@@ -82,7 +88,7 @@ class KafkaServer:
                     break
                 parser.feed(chunk)
                 while (frame := parser.next_frame()) is not None:
-                    await replies.put(asyncio.ensure_future(self._answer(bytes(frame))))
+                    await replies.put(asyncio.ensure_future(self._answer(bytes(frame), in_order)))
         except FrameError as exc:
             log.warning("closing connection: unframeable bytes", extra={"error": str(exc)})
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -119,7 +125,7 @@ class KafkaServer:
             writer.write(data)
             await writer.drain()
 
-    async def _answer(self, payload: bytes) -> bytes | None | object:
+    async def _answer(self, payload: bytes, in_order: asyncio.Lock) -> bytes | None | object:
         try:
             request = wire.decode_request(payload)
         except wire.RequestError as exc:
@@ -133,7 +139,11 @@ class KafkaServer:
         try:
             if handler is None:
                 return wire.error_response(request, ErrorCode.UNSUPPORTED_VERSION)
-            body = await handler(request)
+            if request.api_key in _CONCURRENT_APIS:
+                body = await handler(request)
+            else:
+                async with in_order:
+                    body = await handler(request)
             if body is None:
                 return None
             return wire.encode_response(request, body)
@@ -150,6 +160,7 @@ class KafkaServer:
 
 
 _CLOSE = object()
+_CONCURRENT_APIS = frozenset({ApiKey.Produce, ApiKey.Fetch})
 
 
 def _api_name(api_key: int) -> str:

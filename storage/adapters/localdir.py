@@ -31,11 +31,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import hashlib
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import crc32c
 from typing import Any, AsyncIterator, Callable, TypeVar
 
 from ..cost import StoreStats
@@ -210,7 +211,9 @@ class LocalObjectStore:
         return path
 
     def _put_sync(self, key: str, segments: list[str], data: bytes) -> str:
-        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        # Not MD5: hashing every flush at ~0.5 GiB/s was a measurable share of broker
+        # CPU.  The ETag is opaque to callers; CRC-32C plus length identifies content.
+        etag = f"{crc32c.crc32c(data):08x}-{len(data):x}"
         final_name = object_name(segments[-1])
         for _ in range(_PUBLISH_ATTEMPTS):
             try:

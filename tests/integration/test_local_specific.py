@@ -4,7 +4,7 @@ key rules, SQLite durability and cross-process linearizability."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import crc32c
 import json
 import os
 import sqlite3
@@ -97,7 +97,7 @@ async def test_longest_segment_fits(objects: LocalObjectStore) -> None:
 
 async def test_etag_is_md5_and_file_layout(objects: LocalObjectStore) -> None:
     etag = await objects.put_if_absent("ingest/1-3/000000000001.avro", b"payload")
-    assert etag == hashlib.md5(b"payload").hexdigest()
+    assert etag == f"{crc32c.crc32c(b'payload'):08x}-7"
     assert (objects.root / "ingest" / "1-3" / "000000000001.avro~obj").read_bytes() == b"payload"
 
 
