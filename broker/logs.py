@@ -30,6 +30,11 @@ from .retention import RetentionScan, Span
 log = logging.getLogger("tidelog.logs")
 
 
+# Budget for checkpoint items per flush, on top of the 4 units of the commit itself:
+# keeps a flush at <= 16 write units amortised at any partition count (design 0002).
+CHECKPOINT_UNITS_PER_FLUSH = 12
+
+
 class ProduceError(Exception):
     def __init__(self, code: int, message: str = "") -> None:
         super().__init__(message or str(code))
@@ -74,6 +79,7 @@ class LogManager:
         self._flusher: asyncio.Task | None = None
         self._stopping = False
         self._last_checkpoint_ms = clock.monotonic_ms()
+        self._flushes_since_checkpoint = 0
         self._acquire_lock = asyncio.Lock()
         # Held around every commit, checkpoint and release: LogWriter requires
         # them not to overlap, and a release must see no flush in flight.
@@ -276,7 +282,15 @@ class LogManager:
     # --- flushing ----------------------------------------------------------------
     async def _flush_loop(self) -> None:
         while True:
-            await self._has_pending.wait()
+            try:
+                await asyncio.wait_for(self._has_pending.wait(), self.checkpoint_interval_ms / 1000)
+            except asyncio.TimeoutError:
+                # Idle: checkpoint partitions that went quiet, so their tail is
+                # tierable and a takeover need not replay their commit log.
+                if any(s.dirty for s in self.partitions.values()):
+                    async with self._io_lock:
+                        await self._checkpoint()
+                continue
             if not self._stopping:
                 try:
                     await asyncio.wait_for(self._flush_now.wait(), self.flush_interval)
@@ -286,7 +300,8 @@ class LogManager:
             self._has_pending.clear()
             async with self._io_lock:
                 await self._flush_once()
-                if self.clock.monotonic_ms() - self._last_checkpoint_ms >= self.checkpoint_interval_ms:
+                self._flushes_since_checkpoint += 1
+                if self._checkpoint_due():
                     await self._checkpoint()
             if self._stopping and not any(s.pending for s in self.partitions.values()):
                 return
@@ -350,10 +365,20 @@ class LogManager:
         if fenced and self.on_fenced is not None:
             self.on_fenced()
 
+    def _checkpoint_due(self) -> bool:
+        """Checkpoint every interval, but never more often than keeps the amortised
+        checkpoint cost at CHECKPOINT_UNITS_PER_FLUSH write units per flush: one item
+        (~1 unit) per dirty partition spread over the flushes since the last one."""
+        if self.clock.monotonic_ms() - self._last_checkpoint_ms < self.checkpoint_interval_ms:
+            return False
+        dirty = sum(1 for s in self.partitions.values() if s.dirty)
+        return self._flushes_since_checkpoint * CHECKPOINT_UNITS_PER_FLUSH >= dirty
+
     async def _checkpoint(self, force: bool = False) -> bool:
         """Checkpoint dirty partitions (every partition when ``force``); False if it failed."""
         dirty = [s for s in self.partitions.values() if s.dirty or force]
         self._last_checkpoint_ms = self.clock.monotonic_ms()
+        self._flushes_since_checkpoint = 0
         if not dirty:
             return True
         snapshots = [s.snapshot() for s in dirty]

@@ -107,6 +107,15 @@ def main() -> None:
         # complaining again while flushing stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+    except SystemError as exc:
+        # A Ctrl-C that lands inside a confluent-kafka C callback surfaces as a
+        # SystemError wrapping the KeyboardInterrupt: it is still an interrupt.
+        interrupt = exc.__cause__ or exc.__context__
+        if isinstance(interrupt, KeyboardInterrupt):
+            click.echo("interrupted", err=True)
+            signum = getattr(interrupt, "signum", None)
+            sys.exit(128 + signum if signum else EXIT_INTERRUPTED)
+        _fail(f"unexpected {type(exc).__name__}: {exc}: rerun with TIDELOG_DEBUG=1 and report it", EXIT_FAILURE)
     except Exception as exc:  # noqa: BLE001 - the promise is "never a traceback"
         if os.environ.get("TIDELOG_DEBUG"):
             raise
