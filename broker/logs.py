@@ -12,11 +12,10 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from tidelog.storage.catalog import Catalog, Topic, TopicNotFound
+from tidelog.storage.catalog import Catalog, Topic
 from tidelog.storage.clock import Clock
 from tidelog.storage.errors import Fenced, TidelogError
 from tidelog.storage.partition_log import FlushGroup, LeaseHeld, LogWriter
-from tidelog.storage.producers import ProducerStates
 from tidelog.storage.reader import LogReader
 from tidelog.storage.records import decode_records, patch_batch, validate_produce_records
 from tidelog.storage.segments import BatchEntry

@@ -97,7 +97,7 @@ def connection_options(fn: Callable) -> Callable:
 def output_option(*choices: str, default: str = "text") -> Callable:
     choices = choices or ("text", "json")
     return click.option("-o", "--output", type=click.Choice(choices), default=default, show_default=True,
-                        help=f"Output format. Example: --output json")
+                        help="Output format. Example: --output json")
 
 
 def emit_json(document: Any) -> None:

@@ -9,7 +9,6 @@ never deletes an object something still refers to.
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Any
 
 import click
@@ -20,23 +19,13 @@ from tidelog.storage.errors import TidelogError
 from tidelog.storage.factory import StorageConfig, open_storage
 from tidelog.storage.maintenance import JOBS, Maintenance, MaintenanceConfig
 
+from .serve_cmds import storage_options
 from .common import emit_json, emit_table, output_option
 
 _STORAGE_FLAGS = ("data_dir", "s3_bucket", "dynamodb_table", "endpoint_url", "region")
 
 
-def _storage_options(fn):
-    # The same flags (and TIDELOG_* variables / --config file) as `tidelog serve`.
-    @click.option("--data-dir", help="Embedded store directory (default ./tidelog-data). Example: --data-dir /var/lib/tidelog")
-    @click.option("--s3-bucket", help="S3 bucket (with --dynamodb-table). Example: --s3-bucket my-log")
-    @click.option("--dynamodb-table", help="DynamoDB table for metadata. Example: --dynamodb-table tidelog-meta")
-    @click.option("--endpoint-url", help="AWS endpoint override for LocalStack or moto. Example: --endpoint-url http://localhost:4566")
-    @click.option("--region", help="AWS region (default us-east-1). Example: --region eu-west-1")
-    @click.option("--config", "config_file", type=click.Path(), help="Optional TOML settings file. Example: --config tidelog.toml")
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return fn(*args, **kwargs)
-    return wrapper
+_storage_options = storage_options  # the same flags (and TIDELOG_* variables / --config) as `tidelog serve`
 
 
 @click.group("tier")

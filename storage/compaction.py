@@ -48,10 +48,10 @@ from . import keys
 from .catalog import Topic
 from .clock import Clock, make_random
 from .conditions import ABSENT, MAX_WRITE_OPS, Delete, Put, where
-from .errors import AlreadyExists, Conflict
+from .errors import Conflict
 from .ports import MetaStore, ObjectStore
 from .records import Record
-from .retry import with_retries
+from .retry import put_once, with_retries
 from .segments import decode_tier_segment
 from .tier_codec import encode_tier, record_size
 from .tier_items import CompactionState, TierSegment
@@ -271,12 +271,7 @@ class Compactor:
         return f"{self.rng.getrandbits(64):016x}"
 
     async def _put(self, key: str, data: bytes) -> None:
-        async def attempt() -> None:
-            try:
-                await self.objects.put_if_absent(key, data)
-            except AlreadyExists:
-                pass  # content-addressed: the same bytes are already there
-        await with_retries(attempt)
+        await put_once(self.objects, key, data)  # content-addressed keys
 
     async def _advance(self, state: CompactionState, upper: int) -> None:
         if upper <= state.cleaned_to:

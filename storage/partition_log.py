@@ -32,13 +32,13 @@ from typing import Sequence
 from . import keys
 from .clock import Clock
 from .conditions import ABSENT, Put, where
-from .errors import AlreadyExists, Conflict, Fenced, Internal, Unavailable
+from .errors import Conflict, Fenced, Internal, Unavailable
 from .index_objects import encode_index
 from .leases import LeaseView, lease_is_free
 from .model import Item, SegmentRef
 from .ports import MetaStore, ObjectStore
 from .producers import ProducerStates
-from .retry import Backoff, with_retries
+from .retry import Backoff, put_once, with_retries
 from .segments import BatchEntry, NeedMoreBytes, decode_segment_header, encode_ingest_segment
 from .sessions import Session, view_of
 
@@ -162,12 +162,7 @@ class LogWriter:
         return Committed(seq, key, len(segment.data), refs)
 
     async def _put_object(self, key: str, data: bytes) -> None:
-        async def attempt() -> None:
-            try:
-                await self.objects.put_if_absent(key, data)
-            except AlreadyExists:
-                return  # an earlier attempt of ours landed; the key is unique to this seq
-        await with_retries(attempt, self.backoff)
+        await put_once(self.objects, key, data, self.backoff)  # keys are unique to a session seq
 
     async def _commit_log_item(self, seq: int, object_key: str, size: int, partitions: int) -> None:
         item = Item(keys.commit_log_pk(self.session.name), keys.commit_log_sk(seq), {

@@ -34,3 +34,16 @@ async def with_retries(call: Callable[[], Awaitable[T]], backoff: Backoff = Back
                 raise
             await sleep(backoff.delay_ms(attempt, rng) / 1000)
     raise AssertionError("unreachable")
+
+
+async def put_once(objects, key: str, data: bytes, backoff: Backoff = Backoff()) -> None:
+    """Store an object whose key names its content (a session seq, a digest): an
+    `AlreadyExists` means an earlier attempt of ours landed, so it counts as done."""
+    from .errors import AlreadyExists
+
+    async def attempt() -> None:
+        try:
+            await objects.put_if_absent(key, data)
+        except AlreadyExists:
+            return
+    await with_retries(attempt, backoff)

@@ -42,11 +42,11 @@ from . import keys
 from .catalog import Topic
 from .clock import Clock, make_random
 from .conditions import ABSENT, Put, where
-from .errors import AlreadyExists, Conflict, InvalidRequest
+from .errors import Conflict, InvalidRequest
 from .model import SegmentRef
 from .ports import MetaStore, ObjectStore
 from .records import Record, decode_records
-from .retry import with_retries
+from .retry import put_once, with_retries
 from .segments import TIER_CODECS, BatchEntry, decode_partition_blocks
 from .tier_codec import DEFAULT_CHUNK_BYTES, EncodedTier, encode_tier
 from .tier_items import TierHead, TierSegment, checkpoint_end
@@ -262,12 +262,7 @@ class Tierer:
         return await asyncio.to_thread(build), bytes_in
 
     async def _put(self, key: str, data: bytes) -> None:
-        async def attempt() -> None:
-            try:
-                await self.objects.put_if_absent(key, data)
-            except AlreadyExists:
-                pass  # content-addressed: the same bytes are already there
-        await with_retries(attempt)
+        await put_once(self.objects, key, data)  # content-addressed keys
 
     async def _swap(self, view: PartitionView, segment: TierSegment) -> int | None:
         """Publish ``segment``; returns the number of checkpoints deleted, or None if another tierer won."""

@@ -15,7 +15,6 @@ API_VERSIONS, METADATA, INIT_PRODUCER_ID, DESCRIBE_CLUSTER = 18, 3, 22, 60
 
 
 async def api_versions(ctx: BrokerContext, request: wire.DecodedRequest):
-    R = wire.response_class(API_VERSIONS, request.api_version)
     return wire.api_versions_body(request.api_version, apis=ctx.extra.get("apis", wire.SUPPORTED_APIS))
 
 

@@ -15,7 +15,6 @@ SIGTERM, or that logged an unexpected traceback, fails the test that owned it.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -35,7 +34,7 @@ with warnings.catch_warnings():
     import kafka  # noqa: F401
     import kafka.admin  # noqa: F401
 
-from tests.support.broker_proc import BrokerProcess
+from tests.support.broker_proc import BrokerProcess, bug_lines
 
 REGION = "us-east-1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +50,6 @@ _CLEARED_AWS_ENV = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "A
 
 # Log lines that mean a broker bug rather than a refused client: an exception
 # escaped a handler, a response could not be encoded, or a task died.
-_BUG_MESSAGES = ("request failed", "request task failed", "cannot encode an error response", "Task exception")
 
 
 def _subprocess_env() -> dict[str, str]:
@@ -148,18 +146,6 @@ class Brokers:
         return problems
 
 
-def bug_lines(logs: str) -> list[str]:
-    out = []
-    for line in logs.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            if "Traceback" in line:
-                out.append(line)
-            continue
-        if any(m in str(entry.get("msg", "")) for m in _BUG_MESSAGES) or entry.get("level") == "critical":
-            out.append(line[:2000])
-    return out
 
 
 def _brokers_for(request: pytest.FixtureRequest, backend: str, tmp: Path) -> Brokers:

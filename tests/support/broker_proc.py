@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -77,3 +78,22 @@ class BrokerProcess:
     def __exit__(self, *exc) -> None:
         self.kill() if exc[0] else self.stop()
         self._log.close()
+
+
+# Log messages that mean a broker hit a bug (a handler crashed, an answer could not be encoded).
+BUG_MESSAGES = ("request failed", "request task failed", "cannot encode an error response", "Task exception")
+
+
+def bug_lines(logs: str) -> list[str]:
+    """Lines of a broker's JSON log that report a bug, or any traceback."""
+    out = []
+    for line in logs.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            if "Traceback" in line:
+                out.append(line)
+            continue
+        if any(m in str(entry.get("msg", "")) for m in BUG_MESSAGES) or entry.get("level") == "critical":
+            out.append(line[:2000])
+    return out

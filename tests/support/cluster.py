@@ -31,14 +31,13 @@ from typing import Callable, Iterable
 
 import pytest
 
-from .broker_proc import BrokerProcess
+from .broker_proc import BrokerProcess, bug_lines
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
 _CLEARED_ENV = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")
 # Log lines that mean a broker bug rather than an expected failure.
-_BUG_MESSAGES = ("request failed", "request task failed", "cannot encode an error response", "Task exception")
 
 
 def subprocess_env() -> dict[str, str]:
@@ -267,18 +266,6 @@ def parse_log(text: str) -> list[dict]:
     return out
 
 
-def bug_lines(logs: str) -> list[str]:
-    out = []
-    for line in logs.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            if "Traceback" in line:
-                out.append(line)
-            continue
-        if any(m in str(entry.get("msg", "")) for m in _BUG_MESSAGES) or entry.get("level") == "critical":
-            out.append(line[:2000])
-    return out
 
 
 # --- load ----------------------------------------------------------------------
@@ -377,20 +364,20 @@ def read_all(bootstrap: str, topic: str, partitions: int, timeout: float = 90) -
     """Every record of every partition from the log start to the high watermark: p -> [(offset, value)]."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+    ends = {}
+    for p in range(partitions):
+        errors: list[str] = []
+        try:
+            low, high = wait_until(lambda p=p: _fresh_watermarks(bootstrap, topic, p, errors), 30,
+                                   f"watermarks of {topic}-{p}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last errors: {errors[-3:]}; metadata per broker: "
+                                 f"{_metadata_per_broker(bootstrap, topic)}") from None
+        ends[p] = high
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "enable.partition.eof": True,
                          "fetch.wait.max.ms": 100})
     try:
-        ends = {}
-        for p in range(partitions):
-            errors: list[str] = []
-            try:
-                low, high = wait_until(lambda p=p: _watermarks(consumer, topic, p, errors), 30,
-                                       f"watermarks of {topic}-{p}")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}; last errors: {errors[-3:]}; metadata per broker: "
-                                     f"{_metadata_per_broker(bootstrap, topic)}") from None
-            ends[p] = high
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         out: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(partitions)}
         done = {p for p, end in ends.items() if end == 0}
@@ -429,6 +416,19 @@ def _metadata_per_broker(bootstrap: str, topic: str) -> dict:
         except Exception as exc:  # noqa: BLE001 - diagnostics only
             out[address] = repr(exc)
     return out
+
+
+def _fresh_watermarks(bootstrap: str, topic: str, partition: int, errors: list[str]):
+    """Ask again from a brand-new client: librdkafka can keep a partition 'unknown' in
+    one client's cache after leadership moved back to a rejoined broker, while a new
+    client (and every broker's Metadata) agree on the leader."""
+    from confluent_kafka import Consumer
+
+    fresh = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:8]}"})
+    try:
+        return _watermarks(fresh, topic, partition, errors)
+    finally:
+        fresh.close()
 
 
 def _watermarks(consumer, topic: str, partition: int, errors: list[str]):
