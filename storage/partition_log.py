@@ -32,7 +32,7 @@ from typing import Sequence
 from . import keys
 from .clock import Clock
 from .conditions import ABSENT, Put, where
-from .errors import Conflict, Fenced, Internal, Unavailable
+from .errors import Conflict, CorruptData, Fenced, Internal, Unavailable
 from .index_objects import encode_index
 from .leases import LeaseView, lease_is_free
 from .model import Item, SegmentRef
@@ -359,16 +359,20 @@ async def latest_checkpoint(meta: MetaStore, topic_id: str, partition: int) -> I
     return found[0] if found else None
 
 
-async def read_segment_header(objects: ObjectStore, key: str):
+async def read_header(objects: ObjectStore, key: str, decode=None):
+    """An Avro object's header from a ranged GET of its first bytes, fetching more
+    once if the header is larger than the probe (ingest headers by default)."""
+    decode = decode or decode_segment_header
     probe = HEADER_PROBE_BYTES
     while True:
         data = await objects.get(key, 0, probe)
         try:
-            return decode_segment_header(data)
+            return decode(data)
         except NeedMoreBytes as more:
             if more.needed <= len(data) or len(data) < probe:
-                raise
+                raise CorruptData("object header is truncated", key=key) from more
             probe = more.needed
+
 
 
 async def recover_tail(objects: ObjectStore, meta: MetaStore, topic: str, topic_id: str,
@@ -392,7 +396,7 @@ async def recover_tail(objects: ObjectStore, meta: MetaStore, topic: str, topic_
     for entry in entries:
         if entry.get("void"):
             continue
-        header = await read_segment_header(objects, str(entry.attrs["object"]))
+        header = await read_header(objects, str(entry.attrs["object"]))
         for s in header.partitions:
             if s.topic != topic or s.partition != partition or s.last_offset < tail.next_offset:
                 continue

@@ -57,11 +57,11 @@ from .conditions import ABSENT, Put
 from .errors import Conflict, CorruptData, InvalidRequest, NotFound
 from .index_objects import encode_index
 from .model import Item
-from .partition_log import CheckpointInput, PartitionLease, checkpoint_item, state_item_of
+from .partition_log import CheckpointInput, PartitionLease, checkpoint_item, read_header, state_item_of
 from .ports import MetaStore, ObjectStore
 from .producers import ProducerStates
 from .recovery_plan import IngestRange, PartitionPlan, Rejected, TierRange, leader_epoch_of, plan_recovery, topic_ids
-from .segments import SYNC_SIZE, NeedMoreBytes, decode_ingest_segment, decode_tier_header, decode_tier_segment
+from .segments import SYNC_SIZE, decode_ingest_segment, decode_tier_header, decode_tier_segment
 from .tier_codec import Chunk, record_size, scan_blocks
 from .tier_items import TierHead, TierSegment
 
@@ -75,7 +75,6 @@ RECOVERED_CONFIGS = {"retention.ms": "-1", "retention.bytes": "-1"}
 REFS_PER_INDEX = 1000
 #: Tier chunks are cut at about this many stored bytes (whole Avro blocks).
 TIER_CHUNK_BYTES = 4 * 1024 * 1024
-HEADER_PROBE_BYTES = 64 * 1024
 
 _TIER_KEY = re.compile(
     r"^tier/topic=(?P<topic>[^/]+)/partition=(?P<partition>\d+)/"
@@ -212,7 +211,7 @@ async def scan_bucket(objects: ObjectStore, *, concurrency: int = 16) -> Scan:
             scan.foreign.append(info.key)
             return
         try:
-            header = await _tier_header(objects, info.key)
+            header = await read_header(objects, info.key, decode_tier_header)
         except CorruptData as exc:
             scan.corrupt.append((info.key, str(exc)))
             return
@@ -259,16 +258,6 @@ def _ingest_ranges(key: str, data: bytes) -> list[IngestRange]:
     return out
 
 
-async def _tier_header(objects: ObjectStore, key: str):
-    probe = HEADER_PROBE_BYTES
-    while True:
-        data = await objects.get(key, 0, probe)
-        try:
-            return decode_tier_header(data)
-        except NeedMoreBytes as more:
-            if more.needed <= len(data) or len(data) < probe:
-                raise CorruptData("tier header is truncated", key=key) from more
-            probe = more.needed
 
 
 async def tier_segment(objects: ObjectStore, t: TierRange, topic_id: str, now_ms: int) -> TierSegment:

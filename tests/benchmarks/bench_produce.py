@@ -70,7 +70,7 @@ from tests.support.broker_proc import BrokerProcess  # noqa: E402
 from tests.support.moto_server import MotoServer  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 from tidelog.storage.factory import StorageConfig, open_storage  # noqa: E402
-from tidelog.storage.partition_log import read_segment_header  # noqa: E402
+from tidelog.storage.partition_log import read_header  # noqa: E402
 
 NULL_SINK = Path(__file__).resolve().with_name("null_sink_broker.py")
 TOPIC, NARROW, WIDE = "bench", "narrow", "wide"
@@ -376,7 +376,7 @@ async def _partitions_per_flush(config: StorageConfig, sample: int) -> float:
     try:
         keys = [info.key async for info in storage.objects.list("ingest/")]
         picked = keys[-sample:]
-        sizes = [len((await read_segment_header(storage.objects, k)).partitions) for k in picked]
+        sizes = [len((await read_header(storage.objects, k)).partitions) for k in picked]
         return sum(sizes) / len(sizes) if sizes else float("nan")
     finally:
         await storage.close()
