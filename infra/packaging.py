@@ -6,12 +6,13 @@ declared requirements, extras included.  Nothing is assumed to be in the
 Lambda runtime: its bundled boto3/botocore are older than what aiobotocore
 pins, so the zip carries its own.
 
-Compiled wheels must load in the Lambda runtime, which this machine may not
-match: the wheel tags recorded at install time are checked against the
+Compiled wheels must load in the Lambda runtime, which this machine rarely
+matches: the wheel tags recorded at install time are checked against the
 target (CPython version, architecture, and the runtime's glibc: Amazon
 Linux 2 with glibc 2.26 for python3.9-3.11, Amazon Linux 2023 with 2.34
 after).  A mismatch is an error naming the distribution and the
-``pip install --target`` command that fetches compatible wheels.
+``pip install --target`` command that fetches compatible wheels, which
+`tidelog.infra.wheels` runs when the deploying environment does not fit.
 
 The zip is deterministic (sorted entries, fixed timestamps and modes, no
 bytecode), so its SHA-256 names its content: an unchanged build uploads
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import platform
+import shlex
 import sys
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -44,7 +46,12 @@ _COMPRESS_LEVEL = 1
 _LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 _GLIBC_AL2 = (2, 26)
 _GLIBC_AL2023 = (2, 34)
-_LAMBDA_PYTHONS = {(3, 9), (3, 10), (3, 11), (3, 12), (3, 13)}
+_LAMBDA_PYTHONS = {(3, 9), (3, 10), (3, 11), (3, 12), (3, 13), (3, 14)}
+#: The newest runtime every dependency publishes wheels for; python3.11 can no longer be created.
+DEFAULT_RUNTIME = "python3.13"
+#: Runtimes a new function can still be created with (AWS blocks creation after deprecation).
+DEPLOYABLE_RUNTIMES = ("python3.12", "python3.13", "python3.14")
+ARCHITECTURES = ("x86_64", "arm64")
 
 
 class PackagingError(ValueError):
@@ -55,6 +62,18 @@ class PackagingError(ValueError):
 class LambdaTarget:
     python: tuple[int, int]
     architecture: str  # the Lambda name: x86_64 or arm64
+
+    @classmethod
+    def parse(cls, runtime: str, architecture: str = "x86_64") -> "LambdaTarget":
+        """``python3.13`` and ``arm64`` as a target, refusing what Lambda does not run."""
+        name, dot, minor = runtime.removeprefix("python3").partition(".")
+        python = (3, int(minor)) if not name and dot and minor.isdigit() else None
+        if python not in _LAMBDA_PYTHONS:
+            supported = ", ".join(f"python3.{m}" for _, m in sorted(_LAMBDA_PYTHONS))
+            raise PackagingError(f"unsupported Lambda runtime {runtime!r}: use one of {supported}")
+        if architecture not in ARCHITECTURES:
+            raise PackagingError(f"unsupported Lambda architecture {architecture!r}: use x86_64 or arm64")
+        return cls(python, architecture)
 
     @property
     def runtime(self) -> str:
@@ -67,6 +86,18 @@ class LambdaTarget:
     @property
     def machine(self) -> str:
         return "aarch64" if self.architecture == "arm64" else "x86_64"
+
+    @property
+    def pip_platforms(self) -> list[str]:
+        """Platform tags for ``pip --platform``, newest first, that this runtime's glibc loads."""
+        newer = [f"manylinux_{a}_{b}_{self.machine}" for a, b in ((2, 34), (2, 28)) if (a, b) <= self.glibc]
+        return [*newer, f"manylinux2014_{self.machine}"]
+
+    def fits_this_interpreter(self) -> bool:
+        try:
+            return this_interpreter() == self
+        except PackagingError:
+            return False
 
     def marker_environment(self) -> dict[str, str]:
         env = default_environment()
@@ -183,11 +214,16 @@ def incompatible(dists: Mapping[str, metadata.Distribution], target: LambdaTarge
     return bad
 
 
+def pip_arguments(target: LambdaTarget, directory: str, requirements: Iterable[str]) -> list[str]:
+    """``pip install`` arguments that put wheels loadable on ``target`` into ``directory``."""
+    platforms = [arg for tag in target.pip_platforms for arg in ("--platform", tag)]
+    return ["install", "--target", directory, *platforms, "--implementation", "cp",
+            "--python-version", f"{target.python[0]}.{target.python[1]}", "--only-binary=:all:",
+            "--no-compile", "--disable-pip-version-check", "--quiet", *requirements]
+
+
 def pip_command(target: LambdaTarget, directory: str = "lambda-deps") -> str:
-    platform_tag = f"manylinux2014_{target.machine}"
-    reqs = " ".join(f'"{r}"' for r in LAMBDA_REQUIREMENTS)
-    return (f"pip install --target {directory} --platform {platform_tag} --implementation cp "
-            f"--python-version {target.python[0]}.{target.python[1]} --only-binary=:all: {reqs}")
+    return shlex.join(["pip", *pip_arguments(target, directory, LAMBDA_REQUIREMENTS)])
 
 
 def build_lambda_zip(packages: Mapping[str, Path], *, target: LambdaTarget | None = None,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import glue, policies
+from .packaging import DEFAULT_RUNTIME
 
 Json = dict[str, Any]
 
@@ -71,7 +72,7 @@ class StackOptions:
     region: str
     code_bucket: str = "code-bucket"
     code_key: str = "lambda/tidelog.zip"
-    runtime: str = "python3.11"
+    runtime: str = DEFAULT_RUNTIME
     architecture: str = "x86_64"
     replica_region: str | None = None
     replica_bucket: str | None = None

@@ -19,6 +19,8 @@ from typing import Iterator
 import boto3
 import pytest
 
+from tidelog.infra.packaging import DEFAULT_RUNTIME
+
 from .conftest import REPO_ROOT, _subprocess_env
 
 pytestmark = [pytest.mark.aws, pytest.mark.slow]
@@ -28,9 +30,21 @@ REPLICA_REGION = "us-west-2"
 JOBS = ("tier", "retention", "compaction", "gc")
 
 
+#: One wheel cache for the module's deploys, so only the first fetches (see `wheel_cache`).
+_CACHE_ENV: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def wheel_cache(tmp_path_factory) -> Iterator[None]:
+    _CACHE_ENV["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    _CACHE_ENV.clear()
+
+
 def cli(moto_url: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tidelog.cli", *args, "--endpoint-url", moto_url],
-                          env=_subprocess_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+                          env={**_subprocess_env(), **_CACHE_ENV}, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
 
 
 def client(moto_url: str, service: str, region: str = REGION):
@@ -39,10 +53,10 @@ def client(moto_url: str, service: str, region: str = REGION):
 
 
 def deploy_args(stack: str, *extra: str) -> list[str]:
-    # --no-global-table: moto has no AWS::DynamoDB::GlobalTable; --skip-wheel-check: this
-    # environment's cramjam wheel needs a newer glibc than the python3.11 Lambda runtime.
+    # --no-global-table: moto has no AWS::DynamoDB::GlobalTable.  No --skip-wheel-check: this
+    # interpreter is not the Lambda runtime's, so deploy fetches wheels for it, as it would for a user.
     return ["deploy", "--stack-name", stack, "--region", REGION, "--replica-region", REPLICA_REGION,
-            "--no-global-table", "--skip-wheel-check", "--output", "json", *extra]
+            "--no-global-table", "--output", "json", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +64,7 @@ def deployed(moto_url: str) -> Iterator[dict]:
     stack = f"td-{uuid.uuid4().hex[:10]}"
     done = cli(moto_url, *deploy_args(stack, "-P", "TierGlacierDays=120"))
     assert done.returncode == 0, done.stderr
-    yield {"stack": stack, **json.loads(done.stdout)}
+    yield {"stack": stack, "stderr": done.stderr, **json.loads(done.stdout)}
     cli(moto_url, "destroy", "--stack-name", stack, "--region", REGION, "--yes")
 
 
@@ -66,6 +80,8 @@ def test_every_stack_is_created_with_the_specified_resources(moto_url: str, depl
         (f"{stack}-replica", REPLICA_REGION, "created", "CREATE_COMPLETE"),
         (stack, REGION, "created", "CREATE_COMPLETE")]
     assert deployed["code_uploaded"] is True
+    assert f"fetching the Lambda's dependencies for {DEFAULT_RUNTIME} x86_64" in deployed["stderr"]
+    assert f"tidelog-{DEFAULT_RUNTIME}-x86_64-" in deployed["code_key"]
     bucket, table = outputs["DataBucketName"], outputs["MetadataTableName"]
     assert (outputs["Region"], outputs["ReplicaRegion"]) == (REGION, REPLICA_REGION)
 
@@ -107,7 +123,7 @@ def test_every_stack_is_created_with_the_specified_resources(moto_url: str, depl
     for job in JOBS:
         fn = lam.get_function(FunctionName=outputs[f"{job.capitalize()}FunctionName"])["Configuration"]
         assert fn["Handler"] == f"tidelog.lambdas.handlers.{job}_handler"
-        assert fn["Runtime"] == "python3.11"
+        assert (fn["Runtime"], fn["Architectures"]) == (DEFAULT_RUNTIME, ["x86_64"])
         assert fn["Environment"]["Variables"]["TIDELOG_S3_BUCKET"] == bucket
         assert fn["Environment"]["Variables"]["TIDELOG_DYNAMODB_TABLE"] == table
         role = iam.get_role(RoleName=fn["Role"].rsplit("/", 1)[1])["Role"]
@@ -138,6 +154,7 @@ def test_redeploying_changes_nothing(moto_url: str, deployed: dict) -> None:
     again = json.loads(done.stdout)
     assert [s["action"] for s in again["stacks"]] == ["unchanged"] * 3
     assert again["code_uploaded"] is False and again["code_key"] == deployed["code_key"]
+    assert "fetching" not in done.stderr  # the wheels came from the cache
 
     # A tuning change updates the main stack only, and what was tuned before stays tuned.
     done = cli(moto_url, *deploy_args(deployed["stack"], "-P", "TierSchedule=rate(10 minutes)"))
