@@ -17,7 +17,7 @@ from tidelog.storage.clock import Clock
 from tidelog.storage.errors import Fenced, TidelogError
 from tidelog.storage.partition_log import FlushGroup, LeaseHeld, LogWriter
 from tidelog.storage.reader import LogReader
-from tidelog.storage.records import decode_records, patch_batch, validate_produce_records
+from tidelog.storage.records import decode_records, patched_batch, validate_produce_records
 from tidelog.storage.segments import BatchEntry
 from tidelog.storage.tier_state import log_start_floor
 
@@ -46,6 +46,14 @@ class Appended:
     log_start_offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A buffered batch: ``future`` gives its base offset once its flush commits."""
+
+    future: asyncio.Future
+    state: PartitionState
+
+
 @dataclass(slots=True)
 class FetchResult:
     error: int
@@ -72,6 +80,7 @@ class LogManager:
         self.partitions: dict[tuple[str, int], PartitionState] = {}
         self.topics: dict[str, Topic] = {}
         self._pending_bytes = 0
+        self._pending_since_ms: int | None = None  # arrival of the oldest batch not yet taken by a flush
         self._has_pending = asyncio.Event()
         self._flush_now = asyncio.Event()
         self._data_arrived = asyncio.Condition()
@@ -149,6 +158,7 @@ class LogManager:
                         extra={"partitions": len(self.partitions), "batches": dropped})
         self.partitions.clear()
         self._pending_bytes = 0
+        self._pending_since_ms = None
         if writer is not None:
             self.writer = writer
 
@@ -231,7 +241,21 @@ class LogManager:
 
     # --- produce -----------------------------------------------------------------
     async def append(self, name: str, partition: int, records: bytes | None, acks: int) -> Appended:
-        topic = await self.topic(name)
+        """Buffer one partition's batch and wait for its commit (see `enqueue`)."""
+        outcome = self.enqueue(await self.topic(name), name, partition, records, acks)
+        if isinstance(outcome, Appended):
+            return outcome
+        return Appended(await asyncio.shield(outcome.future), outcome.state.log_start_offset)
+
+    def enqueue(self, topic: Topic | None, name: str, partition: int, records: bytes | None,
+                acks: int) -> Appended | Waiting:
+        """Validate and buffer one partition's batch, without suspending: a Produce
+        request's partitions are all buffered before it waits once for their flush.
+
+        Returns `Appended` when the answer is known now (acks=0, a duplicate of a
+        committed batch), else the future of the batch's base offset.  Raises
+        `ProduceError`; nothing is buffered then.
+        """
         if topic is None or not 0 <= partition < topic.partitions:
             raise ProduceError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
         state = self.partitions.get((name, partition))
@@ -245,7 +269,6 @@ class LogManager:
             METRICS.rejected_batches.labels(reason=type(exc).__name__).inc()
             raise ProduceError(exc.kafka_code, str(exc)) from exc
         pos, header = batches[0]
-        data = bytearray(records) if len(batches) == 1 and pos == 0 else bytearray(records[pos:pos + header.size])
         seq_entry = None
         if header.has_producer_id:
             verdict = state.producers.check(header.producer_id, header.producer_epoch, header.base_sequence,
@@ -259,24 +282,24 @@ class LogManager:
                 pending = state.pending_futures.get((header.producer_id, header.base_sequence))
                 if pending is None:
                     raise ProduceError(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER)
-                base = await asyncio.shield(pending)
-                return Appended(base, state.log_start_offset)
+                return Waiting(pending, state)
             seq_entry = state.producers.append(header.producer_id, header.producer_epoch, header.base_sequence,
                                                header.last_sequence, timestamp=header.max_timestamp)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         if header.has_producer_id:
             state.pending_futures[(header.producer_id, header.base_sequence)] = future
-        state.pending.append(PendingBatch(data, header, future, seq_entry))
-        state.pending_bytes += len(data)
-        self._pending_bytes += len(data)
+        state.pending.append(PendingBatch(records, pos, header, future, seq_entry))
+        state.pending_bytes += header.size
+        if self._pending_since_ms is None:
+            self._pending_since_ms = self.clock.monotonic_ms()
+        self._pending_bytes += header.size
         self._has_pending.set()
         if self._pending_bytes >= self.flush_bytes:
             self._flush_now.set()
         if acks == 0:
             future.add_done_callback(_consume_exception)
             return Appended(-1, state.log_start_offset)
-        base = await asyncio.shield(future)
-        return Appended(base, state.log_start_offset)
+        return Waiting(future, state)
 
     # --- flushing ----------------------------------------------------------------
     async def _flush_loop(self) -> None:
@@ -290,9 +313,13 @@ class LogManager:
                     async with self._io_lock:
                         await self._checkpoint()
                 continue
-            if not self._stopping:
+            # The interval runs from the oldest batch's arrival, not from the end of the
+            # previous flush: a batch that arrived during a commit waits only the rest.
+            since = self._pending_since_ms
+            delay = self.flush_interval - ((self.clock.monotonic_ms() - since) / 1000 if since is not None else 0)
+            if not self._stopping and delay > 0:
                 try:
-                    await asyncio.wait_for(self._flush_now.wait(), self.flush_interval)
+                    await asyncio.wait_for(self._flush_now.wait(), delay)
                 except asyncio.TimeoutError:
                     pass
             self._flush_now.clear()
@@ -313,17 +340,19 @@ class LogManager:
                 state.pending = []
                 state.pending_bytes = 0
         self._pending_bytes = 0
+        self._pending_since_ms = None
         if not taken:
             return
         groups = []
         for state, batches in taken:
             offset = state.high_watermark
             entries = []
+            epoch = state.lease.leader_epoch
             for b in batches:
-                patch_batch(b.data, 0, offset, state.lease.leader_epoch)
                 h = b.header
                 entries.append(BatchEntry(offset, offset + h.last_offset_delta, h.max_timestamp, h.record_count,
-                                          h.producer_id, h.producer_epoch, h.base_sequence, bytes(b.data)))
+                                          h.producer_id, h.producer_epoch, h.base_sequence,
+                                          patched_batch(b.data, b.pos, h.size, offset, epoch)))
                 offset += h.last_offset_delta + 1
             groups.append(FlushGroup(state.topic.name, state.topic.topic_id, state.partition, entries))
         started = self.clock.monotonic_ms()

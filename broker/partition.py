@@ -27,7 +27,11 @@ from tidelog.storage.segments import BatchEntry
 
 @dataclass(slots=True)
 class PendingBatch:
-    data: bytearray
+    """A validated batch waiting for the next flush: ``data[pos:pos + header.size]``
+    of the producer's request, kept as received until offsets are assigned."""
+
+    data: bytes
+    pos: int
     header: BatchHeader
     future: asyncio.Future
     seq_entry: BatchSeq | None

@@ -4,7 +4,7 @@ Two speeds live here on purpose:
 
 * The produce path is **batch level**: it reads the fixed 61-byte header and
   checks the CRC-32C, and nothing else.  No record is decoded, no payload is
-  decompressed.  The broker then assigns offsets with :func:`patch_batch`,
+  decompressed.  The broker then assigns offsets with :func:`patched_batch`,
   which rewrites ``baseOffset`` and ``partitionLeaderEpoch`` in place; both
   sit before the CRC-covered range, so the CRC stays valid and the
   producer's compressed bytes are stored untouched.
@@ -307,6 +307,14 @@ def patch_batch(buf: bytearray | memoryview, pos: int, base_offset: int, leader_
     """Assign the broker's base offset and leader epoch in place (CRC stays valid)."""
     _OFFSET.pack_into(buf, pos, base_offset)
     _INT32.pack_into(buf, pos + _EPOCH_OFFSET, leader_epoch)
+
+
+def patched_batch(data: bytes, pos: int, size: int, base_offset: int, leader_epoch: int) -> bytes:
+    """The batch at ``data[pos:pos + size]`` with the broker's base offset and leader epoch,
+    built in one copy (the produce path keeps the request's bytes and never mutates them)."""
+    with memoryview(data) as view:
+        return b"".join((_OFFSET.pack(base_offset), view[pos + _OFFSET.size:pos + _EPOCH_OFFSET],
+                         _INT32.pack(leader_epoch), view[pos + _EPOCH_OFFSET + _INT32.size:pos + size]))
 
 
 # --------------------------------------------------------------------------

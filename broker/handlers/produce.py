@@ -1,4 +1,4 @@
-"""Produce: validate per partition, buffer, answer after the flush commits."""
+"""Produce: validate and buffer every partition, then answer once their flush commits."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 from .. import wire
 from ..context import BrokerContext
 from ..errors import ErrorCode
-from ..logs import ProduceError
+from ..logs import Appended, ProduceError
 from ..metrics import METRICS
 
 PRODUCE = 0
@@ -20,33 +20,60 @@ async def produce(ctx: BrokerContext, request: wire.DecodedRequest):
     TR = R.TopicProduceResponse
     PR = TR.PartitionProduceResponse
     if body.transactional_id is not None:
-        code = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        refusal = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     elif acks not in (0, 1, -1):
-        code = ErrorCode.INVALID_REQUIRED_ACKS
+        refusal = ErrorCode.INVALID_REQUIRED_ACKS
     else:
-        code = ErrorCode.NONE
+        refusal = ErrorCode.NONE
 
-    async def one(name: str, partition: int, records: bytes | None):
-        if code != ErrorCode.NONE:
-            return PR(index=partition, error_code=code, base_offset=-1, log_append_time_ms=-1, log_start_offset=-1)
-        try:
-            if records:
-                METRICS.bytes_in.inc(len(records))
-            appended = await ctx.logs.append(name, partition, records, acks)
-        except ProduceError as exc:
-            return PR(index=partition, error_code=exc.code, base_offset=-1, log_append_time_ms=-1,
-                      log_start_offset=-1, error_message=str(exc) if request.api_version >= 8 else None)
-        return PR(index=partition, error_code=0, base_offset=appended.base_offset, log_append_time_ms=-1,
-                  log_start_offset=appended.log_start_offset)
+    def failed(partition: int, code: int, message: str | None = None):
+        return PR(index=partition, error_code=code, base_offset=-1, log_append_time_ms=-1, log_start_offset=-1,
+                  error_message=message if request.api_version >= 8 else None)
 
-    names = [t.name for t in body.topic_data]
-    tasks = [[asyncio.ensure_future(one(t.name, p.index, p.records)) for p in t.partition_data]
-             for t in body.topic_data]
-    results = [await asyncio.gather(*row) for row in tasks]
+    # Every partition is buffered before the request waits, with no task per
+    # partition: one wait covers them all, as they share the next flush.
+    outcomes = []
+    waits = []
+    for t in body.topic_data:
+        topic = await ctx.logs.topic(t.name) if refusal == ErrorCode.NONE else None
+        row = []
+        for p in t.partition_data:
+            if refusal != ErrorCode.NONE:
+                row.append(failed(p.index, refusal))
+                continue
+            if p.records:
+                METRICS.bytes_in.inc(len(p.records))
+            try:
+                outcome = ctx.logs.enqueue(topic, t.name, p.index, p.records, acks)
+            except ProduceError as exc:
+                row.append(failed(p.index, exc.code, str(exc)))
+                continue
+            if not isinstance(outcome, Appended):
+                waits.append(outcome.future)
+            row.append((p.index, outcome))
+        outcomes.append((t.name, row))
+    if waits:
+        await asyncio.wait(waits)
     if acks == 0:
         return None
-    return R(responses=[TR(name=n, partition_responses=list(rs)) for n, rs in zip(names, results)],
-             throttle_time_ms=0)
+
+    def answer(item):
+        if not isinstance(item, tuple):
+            return item
+        partition, outcome = item
+        if isinstance(outcome, Appended):
+            return PR(index=partition, error_code=0, base_offset=outcome.base_offset, log_append_time_ms=-1,
+                      log_start_offset=outcome.log_start_offset)
+        error = outcome.future.exception()
+        if error is not None:
+            if not isinstance(error, ProduceError):
+                raise error
+            return failed(partition, error.code, str(error))
+        return PR(index=partition, error_code=0, base_offset=outcome.future.result(), log_append_time_ms=-1,
+                  log_start_offset=outcome.state.log_start_offset)
+
+    return R(responses=[TR(name=name, partition_responses=[answer(item) for item in row])
+                        for name, row in outcomes], throttle_time_ms=0)
 
 
 HANDLERS = {PRODUCE: produce}

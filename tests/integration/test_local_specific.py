@@ -4,7 +4,6 @@ key rules, SQLite durability and cross-process linearizability."""
 from __future__ import annotations
 
 import asyncio
-import crc32c
 import json
 import os
 import sqlite3
@@ -95,10 +94,13 @@ async def test_longest_segment_fits(objects: LocalObjectStore) -> None:
         await objects.put_if_absent(key + "~", b"x")
 
 
-async def test_etag_is_md5_and_file_layout(objects: LocalObjectStore) -> None:
+async def test_etag_names_the_object_version_and_file_layout(objects: LocalObjectStore) -> None:
     etag = await objects.put_if_absent("ingest/1-3/000000000001.avro", b"payload")
-    assert etag == f"{crc32c.crc32c(b'payload'):08x}-7"
-    assert (objects.root / "ingest" / "1-3" / "000000000001.avro~obj").read_bytes() == b"payload"
+    path = objects.root / "ingest" / "1-3" / "000000000001.avro~obj"
+    assert path.read_bytes() == b"payload"
+    st = path.stat()
+    assert etag == f"{st.st_ino:x}-{st.st_mtime_ns:x}-7"
+    assert await objects.put_if_absent("ingest/1-3/000000000002.avro", b"payload") != etag
 
 
 CRASHING_PUT = r"""

@@ -94,14 +94,66 @@ def test_large_frame_in_small_chunks() -> None:
     assert parser.next_frame() is None
 
 
-def test_frames_are_independent_copies() -> None:
+def test_frames_stay_valid_and_read_only_while_the_parser_moves_on() -> None:
     parser = FrameParser(max_frame_bytes=16)
     parser.feed(frame(b"first") + frame(b"sec"))
     first = parser.next_frame()
-    parser.feed(frame(b"third") * 100)
+    parser.feed(frame(b"third") * 100_000)  # several new buffers
     assert first == b"first"
-    assert isinstance(first, bytes)
-    assert drain(parser) == [b"sec"] + [b"third"] * 100
+    assert first.readonly
+    with pytest.raises(TypeError):
+        first[0] = 0  # type: ignore[index]
+    assert drain(parser) == [b"sec"] + [b"third"] * 100_000
+
+
+def receive(parser: FrameParser, stream: bytes, sizes: list[int]) -> list[bytes]:
+    """Drive the parser as asyncio's BufferedProtocol does: recv_into its buffer."""
+    got: list[bytes] = []
+    pos, i = 0, 0
+    while pos < len(stream):
+        room = parser.get_buffer(-1)
+        assert len(room) > 0
+        n = min(len(room), len(stream) - pos, sizes[i % len(sizes)] if sizes else len(stream))
+        room[:n] = stream[pos:pos + n]
+        parser.buffer_updated(n)
+        pos, i = pos + n, i + 1
+        got += [bytes(f) for f in drain(parser)]
+    return got
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    payloads=st.lists(st.binary(max_size=400_000).map(lambda b: b[: len(b) % 300_000]), max_size=8),
+    sizes=st.lists(st.integers(min_value=1, max_value=600_000), max_size=10),
+)
+def test_receiving_into_the_parser_buffer_reassembles_the_same_frames(payloads: list[bytes],
+                                                                      sizes: list[int]) -> None:
+    stream = b"".join(frame(p) for p in payloads)
+    parser = FrameParser(max_frame_bytes=300_000)
+    assert receive(parser, stream, sizes) == payloads
+    assert parser.buffered_bytes == 0
+
+
+def test_room_for_a_large_pending_frame_is_offered_in_one_piece() -> None:
+    payload = b"z" * 3_000_000
+    parser = FrameParser(max_frame_bytes=len(payload))
+    parser.feed(frame(payload)[:10])
+    room = parser.get_buffer(-1)
+    assert len(room) >= len(payload) - 6  # the rest of the frame fits: one recv can finish it
+    room.release()
+    with pytest.raises(ValueError):
+        parser.buffer_updated(10**9)
+
+
+def test_an_oversize_prefix_is_refused_before_room_is_offered_for_it() -> None:
+    parser = FrameParser(max_frame_bytes=10)
+    room = parser.get_buffer(-1)
+    room[:4] = struct.pack(">i", 1 << 30)
+    room.release()
+    with pytest.raises(FrameError, match="frame exceeds limit"):
+        parser.buffer_updated(4)
+    with pytest.raises(FrameError):
+        parser.get_buffer(-1)
 
 
 def test_feed_accepts_bytearray_and_memoryview() -> None:

@@ -29,6 +29,7 @@ from tidelog.storage.records import (
     last_sequence,
     parse_header,
     patch_batch,
+    patched_batch,
     split_batches,
     validate_produce_batch,
     validate_produce_records,
@@ -195,6 +196,22 @@ def test_patch_batch_in_the_middle_of_a_blob() -> None:
     second = bytes(blob[batches[1][0] :])
     assert read_back(second)[0][0] == 2
     assert parse_header(blob).base_offset == 0  # the first batch is untouched
+
+
+def test_patched_batch_copies_one_batch_out_of_a_blob_with_the_same_patch() -> None:
+    original = kafka_python_batch(2) + kafka_python_batch(3)
+    (_, first), (pos, second) = split_batches(original)
+    expected = bytearray(original[pos:])
+    patch_batch(expected, 0, 1_000_000, 9)
+    assert patched_batch(original, pos, second.size, 1_000_000, 9) == bytes(expected)
+    assert patched_batch(original, 0, first.size, 7, 1) == bytes(patched(original[:first.size], 7, 1))
+    assert original == kafka_python_batch(2) + kafka_python_batch(3)  # the input is never written
+
+
+def patched(batch: bytes, base_offset: int, epoch: int) -> bytearray:
+    out = bytearray(batch)
+    patch_batch(out, 0, base_offset, epoch)
+    return out
 
 
 def test_every_flipped_bit_under_the_crc_is_caught() -> None:
