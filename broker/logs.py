@@ -34,6 +34,13 @@ log = logging.getLogger("tidelog.logs")
 CHECKPOINT_UNITS_PER_FLUSH = 12
 
 
+def checkpoint_due(since_last_ms: int, interval_ms: int, flushes_since: int, dirty_partitions: int) -> bool:
+    """Checkpoint every interval, but never more often than keeps the amortised
+    checkpoint cost at CHECKPOINT_UNITS_PER_FLUSH write units per flush: one item
+    (~1 unit) per dirty partition spread over the flushes since the last one."""
+    return since_last_ms >= interval_ms and flushes_since * CHECKPOINT_UNITS_PER_FLUSH >= dirty_partitions
+
+
 class ProduceError(Exception):
     def __init__(self, code: int, message: str = "") -> None:
         super().__init__(message or str(code))
@@ -394,13 +401,8 @@ class LogManager:
             self.on_fenced()
 
     def _checkpoint_due(self) -> bool:
-        """Checkpoint every interval, but never more often than keeps the amortised
-        checkpoint cost at CHECKPOINT_UNITS_PER_FLUSH write units per flush: one item
-        (~1 unit) per dirty partition spread over the flushes since the last one."""
-        if self.clock.monotonic_ms() - self._last_checkpoint_ms < self.checkpoint_interval_ms:
-            return False
-        dirty = sum(1 for s in self.partitions.values() if s.dirty)
-        return self._flushes_since_checkpoint * CHECKPOINT_UNITS_PER_FLUSH >= dirty
+        return checkpoint_due(self.clock.monotonic_ms() - self._last_checkpoint_ms, self.checkpoint_interval_ms,
+                              self._flushes_since_checkpoint, sum(1 for s in self.partitions.values() if s.dirty))
 
     async def _checkpoint(self, force: bool = False) -> bool:
         """Checkpoint dirty partitions (every partition when ``force``); False if it failed."""

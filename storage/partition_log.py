@@ -26,6 +26,7 @@ zombie wrote after being fenced is visible.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -132,6 +133,7 @@ class LogWriter:
         self.clock = clock
         self.backoff = backoff
         self.next_seq = 0
+        self.headers = HeaderCache(objects)
         self._index_seq = 0
         self._in_flight = False
 
@@ -254,7 +256,7 @@ class LogWriter:
         # After a graceful release the newest checkpoint is final (it was written with
         # the release), so the previous owner's later commits need not be scanned.
         recovered = await recover_tail(self.objects, self.meta, topic, topic_id, partition,
-                                       scan_log=state is None or view.owner_node is not None)
+                                       scan_log=state is None or view.owner_node is not None, headers=self.headers)
         snapshot = CheckpointInput(lease, recovered.start_offset, recovered.next_offset, recovered.max_timestamp,
                                    recovered.refs, recovered.producers)
         index_key = None
@@ -375,8 +377,41 @@ async def read_header(objects: ObjectStore, key: str, decode=None):
 
 
 
+class HeaderCache:
+    """Ingest object headers, indexed by partition, for recovery.
+
+    Taking over a dead session's partitions replays the same commit log once
+    per partition.  Shared by those recoveries, the cache reads each object
+    once for all of them (bench_commit, 1,000 partitions x 250 objects:
+    500 GETs instead of 500,000) and finds a partition's summary without a
+    scan of the header.  Objects never change, so entries never go stale; the
+    least recently used are dropped beyond ``max_summaries`` partition
+    summaries in all (about 200 bytes each).
+    """
+
+    def __init__(self, objects: ObjectStore, max_summaries: int = 250_000) -> None:
+        self._objects = objects
+        self._max_summaries = max_summaries
+        self._held = 0
+        self._entries: OrderedDict[str, dict] = OrderedDict()
+
+    async def summaries(self, key: str) -> dict:
+        """(topic, partition) -> that partition's summary in the object ``key``."""
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+            return found
+        header = await read_header(self._objects, key)
+        found = {(s.topic, s.partition): s for s in header.partitions}
+        self._entries[key] = found
+        self._held += len(found)
+        while self._held > self._max_summaries and len(self._entries) > 1:
+            self._held -= len(self._entries.popitem(last=False)[1])
+        return found
+
+
 async def recover_tail(objects: ObjectStore, meta: MetaStore, topic: str, topic_id: str,
-                       partition: int, *, scan_log: bool = True) -> RecoveredTail:
+                       partition: int, *, scan_log: bool = True, headers: HeaderCache | None = None) -> RecoveredTail:
     """Rebuild a partition's committed state from its newest checkpoint plus the commit log after it.
 
     ``scan_log=False`` trusts the newest checkpoint to be final: a graceful
@@ -391,15 +426,15 @@ async def recover_tail(objects: ObjectStore, meta: MetaStore, topic: str, topic_
     if not scan_log:
         return tail
     log_from = int(a["log_from"])
+    if headers is None:
+        headers = HeaderCache(objects)
     entries = await meta.query(keys.commit_log_pk(str(a["session"])),
                                after=keys.commit_log_sk(log_from - 1) if log_from > 0 else None)
     for entry in entries:
         if entry.get("void"):
             continue
-        header = await read_header(objects, str(entry.attrs["object"]))
-        for s in header.partitions:
-            if s.topic != topic or s.partition != partition or s.last_offset < tail.next_offset:
-                continue
+        s = (await headers.summaries(str(entry.attrs["object"]))).get((topic, partition))
+        if s is not None and s.last_offset >= tail.next_offset:
             tail.refs.append(SegmentRef(str(entry.attrs["object"]), s.position, s.length,
                                         s.first_offset, s.last_offset, s.max_timestamp))
             tail.next_offset = s.last_offset + 1

@@ -166,3 +166,43 @@ async def test_recovery_after_a_graceful_release_needs_no_commit_log_scan(storag
     assert (quick.next_offset, quick.start_offset) == (full.next_offset, full.start_offset) == (4, 4)
     taker = LogWriter(storage.objects, storage.meta, await session(storage.meta, 2, clock), clock, FAST)
     assert (await taker.acquire(TOPIC, TOPIC_ID, 0)).next_offset == 4
+
+
+class CountingGets:
+    """An object store that counts GETs per key."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.gets: dict[str, int] = {}
+
+    async def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        self.gets[key] = self.gets.get(key, 0) + 1
+        return await self.inner.get(key, start, end)
+
+
+async def test_a_takeover_reads_each_object_once_for_all_its_partitions(storage: Storage) -> None:
+    from tidelog.storage.partition_log import HeaderCache
+
+    clock = ManualClock()
+    owner = LogWriter(storage.objects, storage.meta, await session(storage.meta, 1, clock), clock, FAST)
+    partitions = range(4)
+    for p in partitions:
+        await owner.acquire(TOPIC, TOPIC_ID, p)
+    for flush in range(3):
+        await owner.commit([FlushGroup(TOPIC, TOPIC_ID, p, [batch(flush * 2, 2, 7 + p, flush * 2)])
+                            for p in partitions])
+    alone = [await recover_tail(storage.objects, storage.meta, TOPIC, TOPIC_ID, p) for p in partitions]
+
+    counting = CountingGets(storage.objects)
+    shared = HeaderCache(counting)
+    together = [await recover_tail(counting, storage.meta, TOPIC, TOPIC_ID, p, headers=shared) for p in partitions]
+    assert [(t.next_offset, t.refs) for t in together] == [(a.next_offset, a.refs) for a in alone]
+    assert [t.next_offset for t in together] == [6] * 4
+    assert len(counting.gets) == 3 and set(counting.gets.values()) == {1}  # 3 objects, one GET each
+
+    # A cache with room for one object's summaries evicts, re-reads, and still answers the same.
+    rereading = CountingGets(storage.objects)
+    tiny = HeaderCache(rereading, max_summaries=4)
+    again = [await recover_tail(rereading, storage.meta, TOPIC, TOPIC_ID, p, headers=tiny) for p in partitions]
+    assert [(t.next_offset, t.refs) for t in again] == [(a.next_offset, a.refs) for a in alone]
+    assert sum(rereading.gets.values()) > 3
