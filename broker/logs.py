@@ -18,13 +18,13 @@ from tidelog.storage.errors import Fenced, TidelogError
 from tidelog.storage.partition_log import FlushGroup, LeaseHeld, LogWriter
 from tidelog.storage.reader import LogReader
 from tidelog.storage.records import decode_records, patched_batch, validate_produce_records
+from tidelog.storage.retention_rule import RetentionScan, Span
 from tidelog.storage.segments import BatchEntry
 from tidelog.storage.tier_state import log_start_floor
 
 from .errors import ErrorCode
 from .metrics import METRICS
 from .partition import PartitionState, PendingBatch
-from .retention import RetentionScan, Span
 
 log = logging.getLogger("tidelog.logs")
 

@@ -93,12 +93,6 @@ class LambdaTarget:
         newer = [f"manylinux_{a}_{b}_{self.machine}" for a, b in ((2, 34), (2, 28)) if (a, b) <= self.glibc]
         return [*newer, f"manylinux2014_{self.machine}"]
 
-    def fits_this_interpreter(self) -> bool:
-        try:
-            return this_interpreter() == self
-        except PackagingError:
-            return False
-
     def marker_environment(self) -> dict[str, str]:
         env = default_environment()
         env.update(python_version=f"{self.python[0]}.{self.python[1]}", sys_platform="linux",

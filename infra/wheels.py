@@ -23,7 +23,15 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from .packaging import LAMBDA_REQUIREMENTS, LambdaTarget, PackagingError, incompatible, pip_arguments, resolve
+from .packaging import (
+    LAMBDA_REQUIREMENTS,
+    LambdaTarget,
+    PackagingError,
+    incompatible,
+    pip_arguments,
+    resolve,
+    this_interpreter,
+)
 
 _PIP_TIMEOUT_S = 600
 
@@ -55,11 +63,9 @@ def pinned_requirements(target: LambdaTarget, requirements: Iterable[str] = LAMB
 
 def environment_fits(target: LambdaTarget) -> bool:
     """Whether this environment's installed dependencies load on ``target`` as they are."""
-    if not target.fits_this_interpreter():
-        return False
     try:
-        return not incompatible(resolve(LAMBDA_REQUIREMENTS, target), target)
-    except PackagingError:
+        return this_interpreter() == target and not incompatible(resolve(LAMBDA_REQUIREMENTS, target), target)
+    except PackagingError:  # no Lambda runtime for this interpreter, or a dependency is missing here
         return False
 
 

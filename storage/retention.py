@@ -7,7 +7,7 @@ it stops at the first segment it keeps.  Here the segments are the
 partition's tier segments followed by its untiered checkpoint ranges (sized
 from their index objects).  Data only the leader holds (after the newest
 checkpoint) is left to the leader's own retention pass (`broker.logs`),
-which works on the same rules with finer spans.
+which applies the same rule (`retention_rule`) to finer spans.
 
 Advancing the log start.  The leader owns ``log_start_offset`` in the lease
 item, and every lease write is conditioned on the lease version, so a
@@ -34,6 +34,7 @@ from . import keys
 from .catalog import Topic
 from .clock import Clock
 from .ports import MetaStore, ObjectStore
+from .retention_rule import RetentionScan, Span
 from .tier_items import TierSegment, checkpoint_end, checkpoint_start
 from .tier_state import (
     IndexCache,
@@ -66,18 +67,15 @@ def retained_start(segments: Sequence[Segment], *, log_start: int, now_ms: int, 
     is never old enough: tidelog never deletes data early.
     """
     live = [s for s in segments if s.end > log_start]
-    excess = sum(s.size for s in live) - retention_bytes if retention_bytes >= 0 else None
-    cutoff = now_ms - retention_ms if retention_ms >= 0 else None
-    start = log_start
+    if not live:
+        return log_start
+    scan = RetentionScan(log_start=log_start, high_watermark=live[-1].end, now_ms=now_ms,
+                         retention_ms=retention_ms, retention_bytes=retention_bytes,
+                         log_bytes=sum(s.size for s in live))
     for s in live:
-        by_size = excess is not None and excess - s.size >= 0
-        by_time = cutoff is not None and 0 <= s.max_timestamp < cutoff
-        if not (by_size or by_time):
+        if not scan.offer(Span(s.start, s.end - 1, s.max_timestamp, s.size)):
             break
-        start = s.end
-        if excess is not None:
-            excess -= s.size
-    return start
+    return scan.log_start
 
 
 @dataclass(slots=True)

@@ -113,25 +113,29 @@ class Session:
         return (int(a.get("epoch", -1)) == self.epoch and not a.get("fenced", False)
                 and int(a.get("heartbeat", -1)) == heartbeat)
 
+    async def _bump(self, **changes: object) -> int:
+        """Write our item with the heartbeat advanced (and ``changes``), conditioned on the
+        heartbeat we hold; returns the heartbeat written.  A `Conflict` carries the current item."""
+        heartbeat = int(self._item.attrs["heartbeat"]) + 1
+        item = Item(self._item.pk, self._item.sk, {**self._item.attrs, **changes, "heartbeat": heartbeat})
+        await self.meta.write([Put(item, where(epoch=self.epoch, fenced=False, heartbeat=heartbeat - 1))])
+        self._item = item
+        return heartbeat
+
     async def renew(self) -> None:
         """Bump our heartbeat; raises `Fenced` if another broker fenced us or we were restarted."""
         for _ in range(2):
-            expected = int(self._item.attrs["heartbeat"])
-            attrs = dict(self._item.attrs)
-            attrs["heartbeat"] = expected + 1
-            item = Item(self._item.pk, self._item.sk, attrs)
             try:
-                await self.meta.write([Put(item, where(epoch=self.epoch, fenced=False, heartbeat=expected))])
+                await self._bump()
+                return
             except Conflict as exc:
-                if self._is_own_next(exc.current, expected + 1):
+                if self._is_own_next(exc.current, int(self._item.attrs["heartbeat"]) + 1):
                     # An earlier renewal landed although we never heard back.  It may be
                     # older than our trust window assumes, so renew once more.
                     self._item = exc.current
                     continue
                 raise Fenced("broker session is fenced", node=self.node_id, epoch=self.epoch,
                              current=exc.current) from exc
-            self._item = item
-            return
         raise Fenced("broker session heartbeat keeps moving under us", node=self.node_id, epoch=self.epoch)
 
     async def close(self) -> None:
@@ -141,26 +145,19 @@ class Session:
         session; callers stop renewing first anyway.
         """
         for _ in range(3):
-            expected = int(self._item.attrs["heartbeat"])
-            attrs = dict(self._item.attrs)
-            attrs["alive"] = False
-            attrs["heartbeat"] = expected + 1
-            item = Item(self._item.pk, self._item.sk, attrs)
             try:
-                await self.meta.write([Put(item, where(epoch=self.epoch, fenced=False, heartbeat=expected))])
+                await self._bump(alive=False)
+                return
             except Conflict as exc:
-                if self._is_own_next(exc.current, expected + 1):
+                if self._is_own_next(exc.current, int(self._item.attrs["heartbeat"]) + 1):
+                    self._item = exc.current
                     if not exc.current.get("alive", True):
-                        self._item = exc.current
                         return  # our close landed; its reply was lost
-                    self._item = exc.current  # a renewal landed meanwhile: close on top of it
-                    continue
+                    continue  # a renewal landed meanwhile: close on top of it
                 return  # fenced or restarted: the session is over already
             except Unavailable:
                 await asyncio.sleep(0.2)  # the retry recognises a close that did land
                 continue
-            self._item = item
-            return
         # Still unknown: others take our leases once the session expires instead.
 
 

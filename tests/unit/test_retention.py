@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidelog.broker.retention import RetentionScan, Span
+from tidelog.storage.retention_rule import RetentionScan, Span
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000

@@ -1,4 +1,8 @@
-"""Delete-retention decisions for one partition (pure: no I/O, no clock).
+"""Kafka's delete-retention rule for one partition (pure: no I/O, no clock).
+
+The one implementation of the rule: the leader applies it to its commit
+spans (`broker.logs`), and retention outside the leader to tier segments and
+checkpoint ranges (`storage.retention`).
 
 Kafka deletes whole segments from the head of a log while the oldest one is
 past ``retention.ms`` (its largest timestamp is older than now minus the
