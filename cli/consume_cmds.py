@@ -14,6 +14,8 @@ Where reading starts:
 With a group, a record's offset is stored only after the record has been
 written out, and stored offsets are committed on exit, including after
 Ctrl-C: the next run continues after the last record printed (at least once).
+With ``--from-beginning``, a partition the run printed nothing from is
+committed at its log start, so the group's next run starts there as well.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def consume_command(topic: str, group: str | None, from_beginning: bool, offset:
             try:
                 writer.flush()
             finally:
-                _finish(consumer, group)
+                _finish(consumer, kafka, group, from_beginning=from_beginning)
     note(f"consumed {count} record{'s' if count != 1 else ''}")
     if stop.signum is not None:
         sys.exit(128 + stop.signum)  # 130 after Ctrl-C, 143 after SIGTERM: the shell's convention
@@ -178,18 +180,39 @@ def _on_error(err: KafkaError, topic: str, warned: set[str]) -> None:
     note(f"warning: {explain(name, err.str(), topic=topic)}")
 
 
-def _finish(consumer, group: str | None) -> None:
+def _finish(consumer, kafka: Kafka, group: str | None, *, from_beginning: bool) -> None:
     """Commit what was printed, then leave the group; failures here are reported, not raised over."""
     try:
         if group is not None:
             try:
                 consumer.commit(asynchronous=False)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError._NO_OFFSET:
-                    note(f"warning: could not commit offsets for group {group!r}: "
-                         f"{explain(exc.args[0].name(), exc.args[0].str(), group=group)}")
+                if from_beginning:
+                    _commit_unread_starts(consumer, kafka)
+            except (KafkaException, CliError) as exc:
+                error = exc.args[0] if isinstance(exc, KafkaException) else None
+                if error is None or error.code() != KafkaError._NO_OFFSET:
+                    detail = explain(error.name(), error.str(), group=group) if error is not None else str(exc)
+                    note(f"warning: could not commit offsets for group {group!r}: {detail}")
     finally:
         consumer.close()
+
+
+def _commit_unread_starts(consumer, kafka: Kafka) -> None:
+    """Commit the log start of each assigned partition the group has no offset for and this run
+    printed nothing from, so the group's next run starts there too (--from-beginning) rather than
+    at the end.  Without it, a record produced to such a partition after this run would be
+    skipped by a later run without --from-beginning.  Nothing can be skipped by this: it is the
+    oldest offset the partition has."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return
+    printed = {(tp.topic, tp.partition) for tp in consumer.position(assigned) if tp.offset >= 0}
+    unread = [tp for tp in consumer.committed(assigned, timeout=REQUEST_TIMEOUT_S)
+              if tp.offset < 0 and (tp.topic, tp.partition) not in printed]
+    starts = [TopicPartition(tp.topic, tp.partition, kafka.watermarks(consumer, tp.topic, tp.partition)[0])
+              for tp in unread]
+    if starts:
+        consumer.commit(offsets=starts, asynchronous=False)
 
 
 class _Writer:

@@ -229,3 +229,17 @@ def test_broken_pipe_is_quiet(cli_broker, topic) -> None:
         shell=True, capture_output=True, cwd=REPO_ROOT, env=cli_env(b), timeout=60)
     assert pipeline.stdout == b"line-0\n"
     assert b"Traceback" not in pipeline.stderr and b"Error" not in pipeline.stderr, pipeline.stderr
+
+
+def test_a_from_beginning_group_run_also_starts_its_empty_partitions_next_time(cli_broker, topic) -> None:
+    # Records only in partition 0; partition 1 stays empty while the group reads from the beginning.
+    b = cli_broker.bootstrap
+    group = unique("g")
+    assert run_cli("produce", topic, "--partition", "0", bootstrap=b, stdin="a\nb\n").code == 0
+    first = run_cli("consume", topic, "--group", group, "--from-beginning", "--max-messages", "2",
+                    "--timeout", "20", bootstrap=b)
+    assert first.out == "a\nb\n", str(first)
+    # A record later produced to the empty partition reaches the group's next run without --from-beginning.
+    assert run_cli("produce", topic, "--partition", "1", bootstrap=b, stdin="late\n").code == 0
+    after = run_cli("consume", topic, "--group", group, "--max-messages", "1", "--timeout", "20", bootstrap=b)
+    assert after.out == "late\n", str(after)
